@@ -1,0 +1,242 @@
+"""The ``wsgate`` command: ``demo``, ``serve``, ``token``, ``users add`` and ``revoke``.
+
+Every :class:`~wsgate.settings.Settings` field is a flag of the same name
+(``jwt_secret`` -> ``--jwt-secret``); a flag wins over its ``WSGATE_*``
+environment variable because it is passed to Settings as an init argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import secrets
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, Literal, get_args
+
+import uvicorn
+from pydantic import ValidationError
+
+from wsgate.app import App, jwt_config
+from wsgate.audit import configure_logging
+from wsgate.errors import ConfigurationError
+from wsgate.security.jwt import TokenIssuer
+from wsgate.settings import Settings
+from wsgate.transports.deadline import uvicorn_http_protocol
+
+log = logging.getLogger("wsgate.cli")
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
+    """One flag per Settings field; values stay strings and Settings parses them."""
+    group = parser.add_argument_group("settings (each also WSGATE_<NAME>)")
+    for name, field in Settings.model_fields.items():
+        if only is not None and name not in only:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            group.add_argument(
+                flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=field.description,
+            )
+        else:
+            choices = get_args(field.annotation) if name.startswith("log_") else None
+            group.add_argument(
+                flag,
+                dest=name,
+                default=None,
+                metavar=name.upper(),
+                choices=choices or None,
+                help=field.description,
+            )
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    given = {
+        name: getattr(args, name)
+        for name in Settings.model_fields
+        if getattr(args, name, None) is not None
+    }
+    return Settings(**given)
+
+
+def run_server(app: Any, settings: Settings) -> None:
+    """uvicorn with the TCP connect deadline and proxy headers only from trusted proxies."""
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        http=uvicorn_http_protocol(settings.connect_timeout),
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
+        ws_max_size=max(4 * settings.max_message_bytes, 1 << 20),
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
+    uvicorn.Server(config).run()
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from wsgate.demo.app import create_app
+    from wsgate.demo.seed import seed_demo_users
+
+    settings = settings_from(args)
+    configure_logging(settings.log_level, settings.log_format)
+    if not (settings.jwt_secret or settings.jwt_public_key_file or settings.jwt_jwks_url):
+        settings = settings.model_copy(update={"jwt_secret": secrets.token_urlsafe(48)})
+        print(
+            "wsgate demo: no JWT key configured; generated a random HMAC secret for this run. "
+            "Tokens from `wsgate token` will not verify unless both use WSGATE_JWT_SECRET.",
+            file=sys.stderr,
+        )
+    app = create_app(settings)
+    asyncio.run(seed_demo_users(settings.database))
+    print(
+        f"wsgate demo: serving http://{settings.host}:{settings.port}/ "
+        f"(allowed origins: {', '.join(app.origins.allowed)})",
+        file=sys.stderr,
+    )
+    run_server(app, settings)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    module_name, _, attr = args.target.partition(":")
+    if not module_name or not attr:
+        raise ConfigurationError("serve takes MODULE:APP, e.g. myproject.realtime:app")
+    sys.path.insert(0, ".")
+    app = getattr(importlib.import_module(module_name), attr)
+    base = app.settings if isinstance(app, App) else Settings()
+    overrides = settings_from(args).model_dump(exclude_unset=True)
+    settings = base.model_copy(update=overrides)
+    configure_logging(settings.log_level, settings.log_format)
+    run_server(app, settings)
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    issuer = TokenIssuer(jwt_config(settings))
+    use: Literal["access", "refresh"] = "refresh" if args.refresh else "access"
+    token, _ = issuer.issue(args.sub, roles=args.role, ttl=args.ttl, use=use)
+    print(token)
+    return 0
+
+
+def cmd_users_add(args: argparse.Namespace) -> int:
+    from wsgate.stores import UserStore
+
+    settings = settings_from(args)
+
+    async def add() -> str:
+        store = UserStore(settings.database)
+        try:
+            user = await store.add(args.name, args.password, args.role)
+        finally:
+            await store.aclose()
+        return f"user {user.name} saved with roles [{', '.join(user.roles)}] in {settings.database}"
+
+    print(asyncio.run(add()))
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from wsgate.demo.app import revocation_store
+
+    settings = settings_from(args)
+    if bool(args.sub) == bool(args.jti):
+        raise ConfigurationError("revoke takes exactly one of --sub NAME or --jti ID")
+    # The entry must outlive every token it may concern: the longest token life.
+    expires_at = time.time() + max(settings.access_token_ttl, settings.refresh_token_ttl) + 60
+
+    async def revoke() -> str:
+        store = revocation_store(settings)
+        try:
+            if args.sub:
+                await store.revoke_sub(args.sub, expires_at=expires_at)
+                return f"revoked every token of {args.sub} issued before now"
+            await store.revoke_jti(args.jti, expires_at=expires_at)
+            return f"revoked token {args.jti}"
+        finally:
+            await store.aclose()
+
+    print(asyncio.run(revoke()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wsgate", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="run the secured demo chat app")
+    add_settings_flags(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    serve = commands.add_parser("serve", help="run a wsgate App (MODULE:APP) under uvicorn")
+    serve.add_argument("target", metavar="MODULE:APP")
+    add_settings_flags(
+        serve,
+        only=("host", "port", "connect_timeout", "trusted_proxies", "log_level", "log_format"),
+    )
+    serve.set_defaults(func=cmd_serve)
+
+    token = commands.add_parser("token", help="print a signed access token (development)")
+    token.add_argument("--sub", required=True)
+    token.add_argument("--role", action="append", default=[], help="repeat for several roles")
+    token.add_argument("--ttl", type=float, default=900.0, help="seconds (default 900)")
+    token.add_argument("--refresh", action="store_true", help="a refresh token instead")
+    add_settings_flags(
+        token,
+        only=(
+            "jwt_secret",
+            "jwt_private_key_file",
+            "jwt_public_key_file",
+            "jwt_algorithms",
+            "jwt_issuer",
+            "jwt_audience",
+        ),
+    )
+    token.set_defaults(func=cmd_token)
+
+    users = commands.add_parser("users", help="manage demo users")
+    users_commands = users.add_subparsers(dest="users_command", required=True)
+    add = users_commands.add_parser("add", help="add (or replace) a demo user")
+    add.add_argument("name")
+    add.add_argument("--password", required=True)
+    add.add_argument("--role", action="append", default=[], help="repeat for several roles")
+    add_settings_flags(add, only=("database",))
+    add.set_defaults(func=cmd_users_add)
+
+    revoke = commands.add_parser("revoke", help="revoke tokens; live sockets are cut")
+    revoke.add_argument("--sub", help="every token of this user issued before now")
+    revoke.add_argument("--jti", help="one token by its jti")
+    add_settings_flags(
+        revoke, only=("database", "redis_url", "access_token_ttl", "refresh_token_ttl")
+    )
+    revoke.set_defaults(func=cmd_revoke)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigurationError, ValidationError, ValueError) as exc:
+        print(f"wsgate: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The gateway model: decorators, handler metadata, context and the per-event pipeline."""

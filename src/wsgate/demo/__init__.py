@@ -1,0 +1,1 @@
+"""The demo chat app of demo-contract.md, built only from wsgate's public API."""

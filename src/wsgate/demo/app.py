@@ -1,0 +1,59 @@
+"""Assembles the demo: gateways, SQLite users and revocations, cookie login, the page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from wsgate import App, Settings
+from wsgate.demo.auth_routes import DemoAuth
+from wsgate.demo.gateways import Admin, Chat
+from wsgate.stores import RevocationStore, SqliteRevocationStore, UserStore
+
+STATIC = Path(__file__).parent / "static"
+
+PAGE_HEADERS = {
+    # The page runs only its own scripts and talks only to its own origin.
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; "
+        "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+async def page(request: Request) -> Response:
+    return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+
+def revocation_store(settings: Settings) -> RevocationStore:
+    """Redis when configured (several nodes share revocations), else the SQLite file."""
+    if settings.redis_url:
+        from wsgate.stores import RedisRevocationStore
+
+        return RedisRevocationStore(settings.redis_url)
+    return SqliteRevocationStore(settings.database)
+
+
+def create_app(settings: Settings) -> App:
+    """The demo App for ``settings`` (which must already hold a key)."""
+    users = UserStore(settings.database)
+    revocations = revocation_store(settings)
+    auth = DemoAuth(users, revocations)
+    app = App(
+        [Chat(), Admin()],
+        settings,
+        revocations=revocations,
+        routes=[
+            Route("/", page, methods=["GET"]),
+            *auth.routes(),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ],
+    )
+    auth.bind(app)
+    return app

@@ -1,0 +1,191 @@
+"""The demo's cookie login: ``POST /auth/login``, ``/auth/refresh`` and ``/auth/logout``.
+
+Cookies are HttpOnly (scripts cannot read the token) and SameSite=Lax (a
+cross-site form post does not carry them); the refresh cookie is scoped to
+``/auth`` so it never travels with a socket handshake. State-changing
+requests from a disallowed ``Origin`` are refused, whatever their cookies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from wsgate import Principal, TokenError
+from wsgate.security.cookies import parse_cookie_header
+from wsgate.security.jwt import TokenIssuer
+from wsgate.stores import RevocationStore, StoreUnavailable, UserStore
+
+if TYPE_CHECKING:
+    from wsgate import App
+
+log = logging.getLogger("wsgate.demo.auth")
+
+ACCESS_COOKIE = "access_token"
+REFRESH_COOKIE = "refresh_token"
+MAX_LOGIN_BODY = 4096
+
+
+class Credentials(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+def error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "code": code, "message": message}}, status)
+
+
+class DemoAuth:
+    """Login, refresh and logout for the demo's SQLite users."""
+
+    def __init__(self, users: UserStore, revocations: RevocationStore) -> None:
+        self.users = users
+        self.revocations = revocations
+        self._app: App | None = None
+        self._issuer: TokenIssuer | None = None
+
+    def bind(self, app: App) -> None:
+        """Use ``app``'s settings, key and verifier (the App is built after its routes)."""
+        self._app = app
+        self._issuer = app.token_issuer()
+
+    @property
+    def app(self) -> App:
+        assert self._app is not None, "DemoAuth.bind(app) was not called"
+        return self._app
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/auth/login", self.login, methods=["POST"]),
+            Route("/auth/refresh", self.refresh, methods=["POST"]),
+            Route("/auth/logout", self.logout, methods=["POST"]),
+        ]
+
+    async def login(self, request: Request) -> Response:
+        if refused := self._cross_origin(request):
+            return refused
+        body = await request.body()
+        if len(body) > MAX_LOGIN_BODY:
+            return error(413, "payload_too_large", "Request too large")
+        try:
+            creds = Credentials.model_validate(json.loads(body or b"null"))
+        except (ValueError, ValidationError):
+            return error(400, "bad_request", 'Expected JSON {"username", "password"}')
+        user = await self.users.authenticate(creds.username, creds.password)
+        if user is None:
+            log.info("login failed for a user name of length %d", len(creds.username))
+            return error(401, "unauthorized", "Invalid username or password")
+        return self._session_response(request, user.name, user.roles)
+
+    async def refresh(self, request: Request) -> Response:
+        if refused := self._cross_origin(request):
+            return refused
+        token = parse_cookie_header(request.headers.get("cookie", "")).get(REFRESH_COOKIE)
+        if not token:
+            return error(401, "unauthorized", "No refresh token")
+        try:
+            principal = await self.app.verifier.verify(token, use="refresh")
+            if await self._revoked(principal):
+                return error(401, "token_revoked", "Refresh token revoked")
+        except TokenError as exc:
+            return error(401, exc.code, exc.message)
+        except StoreUnavailable:
+            return error(503, "unavailable", "Try again later")
+        user = await self.users.get(principal.sub)
+        if user is None:
+            return error(401, "unauthorized", "Unknown user")
+        # Rotate: the used refresh token is revoked, a new one is issued.
+        await self._revoke(principal)
+        return self._session_response(request, user.name, user.roles)
+
+    async def logout(self, request: Request) -> Response:
+        if refused := self._cross_origin(request):
+            return refused
+        cookies = parse_cookie_header(request.headers.get("cookie", ""))
+        revoked = 0
+        presented: tuple[tuple[str | None, Literal["access", "refresh"]], ...] = (
+            (cookies.get(ACCESS_COOKIE), "access"),
+            (cookies.get(REFRESH_COOKIE), "refresh"),
+        )
+        for token, use in presented:
+            if not token:
+                continue
+            try:
+                principal = await self.app.verifier.verify(token, use=use)
+            except TokenError:
+                continue  # an expired or foreign token has nothing left to revoke
+            try:
+                await self._revoke(principal)
+            except StoreUnavailable:
+                return error(503, "unavailable", "Logout could not be recorded; try again")
+            if use == "access" and principal.jti:
+                await self.app.disconnect_token(principal.jti, reason="token_revoked")
+            revoked += 1
+        response = JSONResponse({"logged_out": True, "revoked": revoked})
+        secure = self._secure(request)
+        response.delete_cookie(
+            ACCESS_COOKIE, path="/", secure=secure, httponly=True, samesite="lax"
+        )
+        response.delete_cookie(
+            REFRESH_COOKIE, path="/auth", secure=secure, httponly=True, samesite="lax"
+        )
+        return response
+
+    def _session_response(self, request: Request, sub: str, roles: tuple[str, ...]) -> Response:
+        assert self._issuer is not None
+        settings = self.app.settings
+        access, principal = self._issuer.issue(sub, roles=roles, ttl=settings.access_token_ttl)
+        refresh, _ = self._issuer.issue(
+            sub, roles=roles, ttl=settings.refresh_token_ttl, use="refresh"
+        )
+        response = JSONResponse(
+            {"sub": sub, "roles": list(roles), "expires_at": principal.expires_at}
+        )
+        secure = self._secure(request)
+        response.set_cookie(
+            ACCESS_COOKIE,
+            access,
+            max_age=int(settings.access_token_ttl),
+            path="/",
+            httponly=True,
+            samesite="lax",
+            secure=secure,
+        )
+        response.set_cookie(
+            REFRESH_COOKIE,
+            refresh,
+            max_age=int(settings.refresh_token_ttl),
+            path="/auth",
+            httponly=True,
+            samesite="lax",
+            secure=secure,
+        )
+        return response
+
+    def _secure(self, request: Request) -> bool:
+        return self.app.settings.secure_cookies or request.url.scheme == "https"
+
+    def _cross_origin(self, request: Request) -> Response | None:
+        origin = request.headers.get("origin")
+        if origin is not None and not self.app.origins.is_allowed(origin):
+            return error(403, "forbidden", "Origin not allowed")
+        return None
+
+    async def _revoked(self, principal: Principal) -> bool:
+        return await self.revocations.is_revoked(
+            sub=principal.sub, jti=principal.jti, issued_at=principal.issued_at
+        )
+
+    async def _revoke(self, principal: Principal) -> None:
+        if principal.jti:
+            expires = principal.expires_at or time.time() + 86400
+            await self.revocations.revoke_jti(principal.jti, expires_at=expires + 60)

@@ -1,0 +1,98 @@
+"""The demo's two namespaces: the chat on ``/`` and the admins' ``/admin``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from wsgate import Context, Forbidden, Gateway, public, roles, subscribe
+
+RoomName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+]
+Text = Annotated[str, Field(min_length=1, max_length=1000)]
+
+
+class Body(BaseModel):
+    """Demo bodies take exactly their fields, in their declared types (no coercion)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TextBody(Body):
+    text: Text
+
+
+class RoomBody(Body):
+    room: RoomName
+
+
+class SayBody(Body):
+    room: RoomName
+    text: Text
+
+
+def whoami_reply(ctx: Context) -> dict[str, Any]:
+    return {"sub": ctx.sub, "roles": sorted(ctx.roles)}
+
+
+async def announce(ctx: Context, body: TextBody) -> dict[str, bool]:
+    """An announcement reaches every socket of ``/`` and of ``/admin``."""
+    for namespace in ("/", "/admin"):
+        await ctx.server.emit("announcement", {"text": body.text}, namespace=namespace)
+    return {"delivered": True}
+
+
+class Chat(Gateway, namespace="/"):
+    """Any holder of a valid token may chat."""
+
+    @public
+    @subscribe("ping")
+    async def ping(self, ctx: Context) -> str:
+        return "pong"
+
+    @subscribe("whoami")
+    async def whoami(self, ctx: Context) -> dict[str, Any]:
+        return whoami_reply(ctx)
+
+    @subscribe("echo")
+    async def echo(self, ctx: Context, body: TextBody) -> TextBody:
+        return body
+
+    @subscribe("join")
+    async def join(self, ctx: Context, body: RoomBody) -> dict[str, str]:
+        await ctx.join(body.room)
+        return {"room": body.room}
+
+    @subscribe("say")
+    async def say(self, ctx: Context, body: SayBody) -> dict[str, bool]:
+        if body.room not in ctx.rooms:
+            raise Forbidden("Join the room first")
+        await ctx.emit_to_room(
+            body.room, "message", {"room": body.room, "from": ctx.sub, "text": body.text}
+        )
+        return {"delivered": True}
+
+    @roles("admin")
+    @subscribe("admin:broadcast")
+    async def broadcast(self, ctx: Context, body: TextBody) -> dict[str, bool]:
+        return await announce(ctx, body)
+
+
+@roles("admin")
+class Admin(Gateway, namespace="/admin"):
+    """Only tokens whose ``roles`` list holds ``admin`` may even connect here."""
+
+    @public
+    @subscribe("ping")
+    async def ping(self, ctx: Context) -> str:
+        return "pong"
+
+    @subscribe("whoami")
+    async def whoami(self, ctx: Context) -> dict[str, Any]:
+        return whoami_reply(ctx)
+
+    @subscribe("admin:broadcast")
+    async def broadcast(self, ctx: Context, body: TextBody) -> dict[str, bool]:
+        return await announce(ctx, body)
