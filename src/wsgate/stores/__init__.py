@@ -1,0 +1,30 @@
+"""Where shared state lives: revocations and demo users.
+
+One small interface (:class:`RevocationStore`), three implementations:
+in-process memory, a SQLite file (the embedded default, shared with the
+``wsgate`` CLI) and Redis (several nodes). This layer imports nothing from
+the core or the transports.
+"""
+
+from wsgate.stores.memory import MemoryRevocationStore
+from wsgate.stores.redis import RedisRevocationStore
+from wsgate.stores.revocation import (
+    Revocation,
+    RevocationStore,
+    RevocationWatch,
+    StoreUnavailable,
+)
+from wsgate.stores.sqlite import SqliteRevocationStore
+from wsgate.stores.users import User, UserStore
+
+__all__ = [
+    "MemoryRevocationStore",
+    "RedisRevocationStore",
+    "Revocation",
+    "RevocationStore",
+    "RevocationWatch",
+    "SqliteRevocationStore",
+    "StoreUnavailable",
+    "User",
+    "UserStore",
+]

@@ -1,0 +1,255 @@
+"""Revocations in Redis, for several nodes behind one load balancer.
+
+Layout (``prefix`` defaults to ``wsgate:``):
+
+- ``<prefix>revoked:jti:<jti>`` and ``<prefix>revoked:sub:<sub>`` hold the
+  ``revoked_at`` epoch seconds, with a TTL up to ``expires_at``, so Redis
+  purges expired entries itself;
+- every revocation is published as JSON on ``<prefix>revocations``, which
+  each node's watch subscribes to.
+
+Pub/sub delivers at most once: a node that is disconnected when a revocation
+is published never receives it. So a watch does not reconnect silently (as
+redis-py's pub/sub would): it raises :class:`StoreUnavailable`, and the
+consumer starts a new watch and re-checks its live sessions with
+:meth:`RedisRevocationStore.is_revoked`, which reads the keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import RedisError
+
+from wsgate.stores.revocation import (
+    Revocation,
+    RevocationKind,
+    RevocationWatch,
+    StoreUnavailable,
+    check_time,
+    check_value,
+)
+
+log = logging.getLogger("wsgate.stores")
+
+DEFAULT_PREFIX = "wsgate:"
+DEFAULT_TIMEOUT = 2.0
+
+# One atomic step: keep the latest revoked_at (a later "sub" revocation
+# covers every token an earlier one did), never shorten the TTL (PEXPIREAT GT
+# needs Redis 7; a key without TTL counts as infinite for GT, hence the PTTL
+# test), and announce the revocation only once it is stored.
+_REVOKE_LUA = """
+local current = tonumber(redis.call('GET', KEYS[1]))
+if current == nil or current < tonumber(ARGV[1]) then
+    redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+end
+if redis.call('PTTL', KEYS[1]) < 0 then
+    redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+else
+    redis.call('PEXPIREAT', KEYS[1], ARGV[2], 'GT')
+end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"""
+
+
+class RedisRevocationStore:
+    """Revocations shared by every node connected to the same Redis.
+
+    ``timeout`` bounds connecting and each command, so a hung Redis turns into
+    :class:`StoreUnavailable` (a refused connection) quickly rather than a
+    stalled handshake. :meth:`purge_expired` has nothing to do: keys expire
+    through their TTL.
+    """
+
+    def __init__(
+        self, url: str, *, prefix: str = DEFAULT_PREFIX, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        self._url = url
+        self._prefix = prefix
+        self._timeout = timeout
+        self.channel = f"{prefix}revocations"
+        self._client: Redis = Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            # A couple of quick retries absorb a dropped pooled connection;
+            # redis-py's default (10, up to 1 s apart) would stall handshakes.
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+        )
+        self._revoke_script = self._client.register_script(_REVOKE_LUA)
+        self._watches: set[_RedisWatch] = set()
+        self._closed = False
+        self._closing = asyncio.Event()
+
+    def key(self, kind: RevocationKind, value: str) -> str:
+        """The Redis key of an entry."""
+        return f"{self._prefix}revoked:{kind}:{value}"
+
+    async def revoke_jti(self, jti: str, *, expires_at: float) -> Revocation:
+        revocation = Revocation(
+            "jti", check_value(jti, "jti"), time.time(), check_time(expires_at, "expires_at")
+        )
+        await self._store(revocation)
+        return revocation
+
+    async def revoke_sub(
+        self, sub: str, *, expires_at: float, at: float | None = None
+    ) -> Revocation:
+        revocation = Revocation(
+            "sub",
+            check_value(sub, "sub"),
+            time.time() if at is None else check_time(at, "at"),
+            check_time(expires_at, "expires_at"),
+        )
+        await self._store(revocation)
+        return revocation
+
+    async def is_revoked(self, *, sub: str, jti: str | None, issued_at: float | None) -> bool:
+        self._check_open()
+        keys = [self.key("sub", sub)]
+        if jti is not None:
+            keys.append(self.key("jti", jti))
+        try:
+            values: list[Any] = await self._client.mget(keys)
+        except RedisError as exc:
+            raise _unavailable("is_revoked", exc) from exc
+        if len(values) > 1 and values[1] is not None:
+            return True
+        if values[0] is None:
+            return False
+        try:
+            revoked_at = float(values[0])
+        except ValueError as exc:
+            raise StoreUnavailable("a Redis revocation entry is corrupt") from exc
+        return issued_at is None or issued_at < revoked_at
+
+    async def purge_expired(self, now: float | None = None) -> int:
+        self._check_open()
+        return 0
+
+    def watch(self) -> RevocationWatch:
+        self._check_open()
+        return _RedisWatch(self)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._closing.set()
+        for watch in list(self._watches):
+            await watch.aclose()
+        await self._client.aclose()
+
+    async def _store(self, revocation: Revocation) -> None:
+        self._check_open()
+        args: list[str | int] = [
+            repr(revocation.revoked_at),
+            math.ceil(revocation.expires_at * 1000),
+            self.channel,
+            revocation.to_json(),
+        ]
+        try:
+            await self._revoke_script(keys=[self.key(revocation.kind, revocation.value)], args=args)
+        except RedisError as exc:
+            raise _unavailable("revoke", exc) from exc
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable("the revocation store is closed")
+
+
+def _unavailable(operation: str, exc: RedisError) -> StoreUnavailable:
+    log.error("Redis revocation store failed (%s): %s", operation, exc)
+    return StoreUnavailable("the Redis revocation store cannot answer")
+
+
+class _RedisWatch(RevocationWatch):
+    """A subscription on its own connection, which fails instead of reconnecting."""
+
+    def __init__(self, store: RedisRevocationStore) -> None:
+        self._store = store
+        self._client: Redis | None = None
+        self._pubsub: PubSub | None = None
+
+    async def _start(self) -> None:
+        store = self._store
+        store._check_open()
+        store._watches.add(self)
+        # retries=0: redis-py would otherwise reconnect and resubscribe
+        # silently, hiding the revocations published while it was away.
+        self._client = Redis.from_url(
+            store._url,
+            socket_connect_timeout=store._timeout,
+            socket_keepalive=True,
+            retry=Retry(NoBackoff(), 0),
+            client_name=f"{store._prefix}watch",  # findable in CLIENT LIST
+        )
+        self._pubsub = self._client.pubsub()
+        try:
+            await self._pubsub.subscribe(store.channel)
+            # Only once Redis confirms is every later PUBLISH sure to reach us.
+            deadline = time.monotonic() + store._timeout
+            while True:
+                remaining = deadline - time.monotonic()
+                message = await self._pubsub.get_message(timeout=max(remaining, 0.0))
+                if message is not None and message["type"] == "subscribe":
+                    return
+                if remaining <= 0:
+                    raise StoreUnavailable("Redis did not confirm the revocation subscription")
+        except RedisError as exc:
+            raise _unavailable("watch", exc) from exc
+
+    async def _next(self) -> Revocation | None:
+        pubsub = self._pubsub
+        if pubsub is None:
+            return None
+        while True:
+            message = await self._read(pubsub)
+            if message is None:
+                return None
+            if message.get("type") != "message":
+                continue
+            try:
+                return Revocation.from_json(message["data"])
+            except ValueError as exc:
+                log.warning("ignored a malformed message on %s: %s", self._store.channel, exc)
+
+    async def _read(self, pubsub: PubSub) -> dict[str, Any] | None:
+        """The next pub/sub message, or ``None`` once the store closes."""
+        reading = asyncio.ensure_future(pubsub.get_message(timeout=None))
+        closing = asyncio.ensure_future(self._store._closing.wait())
+        try:
+            done, _ = await asyncio.wait({reading, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reading, closing):
+                task.cancel()
+            await asyncio.gather(reading, closing, return_exceptions=True)
+        if reading not in done:
+            return None
+        try:
+            message: dict[str, Any] | None = reading.result()
+        except RedisError as exc:
+            if self._closed or self._store._closed:
+                return None
+            raise _unavailable("watch", exc) from exc
+        return message or {}
+
+    async def _close(self) -> None:
+        self._store._watches.discard(self)
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        if self._client is not None:
+            with contextlib.suppress(RedisError):
+                await self._client.aclose()
