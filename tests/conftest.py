@@ -32,3 +32,9 @@ def redis_url() -> str:
     if not _port_open("127.0.0.1", 6379) and "WSGATE_TEST_REDIS_URL" not in os.environ:
         missing_service("Redis is not running on 127.0.0.1:6379")
     return url
+
+
+@pytest.fixture(params=__import__("clients").TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every transport-level security test runs once per transport."""
+    return str(request.param)

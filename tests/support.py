@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import jwt
-import socketio
 import uvicorn
 
 from wsgate import App, Settings
@@ -89,46 +88,3 @@ async def serve(app: Any, port: int) -> AsyncIterator[str]:
         server.should_exit = True
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(task, 10)
-
-
-class Refused(Exception):
-    def __init__(self, message: str, data: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.data = data
-
-
-@contextlib.asynccontextmanager
-async def sio_client(
-    url: str,
-    *,
-    token: str | None = None,
-    auth: Any = None,
-    headers: dict[str, str] | None = None,
-    namespaces: Sequence[str] = ("/",),
-    transports: Sequence[str] = ("websocket",),
-) -> AsyncIterator[socketio.AsyncClient]:
-    """A connected python-socketio client, or :class:`Refused` with the server's reason."""
-    client = socketio.AsyncClient(reconnection=False)
-    refusals: list[Any] = []
-    for namespace in namespaces:
-        client.on("connect_error", refusals.append, namespace=namespace)
-    if token is not None and auth is None:
-        auth = {"token": token}
-    try:
-        await client.connect(
-            url,
-            auth=auth,
-            headers=headers or {},
-            namespaces=list(namespaces),
-            transports=list(transports),
-            wait_timeout=5,
-        )
-    except socketio.exceptions.ConnectionError as exc:
-        await client.disconnect()
-        data = refusals[0] if refusals else None
-        raise Refused(str(exc), data) from None
-    try:
-        yield client
-    finally:
-        await client.disconnect()
