@@ -51,7 +51,7 @@ def make_token(
         "token_use": "access",
     }
     if roles is not None:
-        body["roles"] = list(roles)
+        body["roles"] = roles if isinstance(roles, str) else list(roles)
     body.update(claims)
     body = {key: value for key, value in body.items() if value is not None}
     return jwt.encode(
