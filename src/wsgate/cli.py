@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Literal, get_args
 
 import uvicorn
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from wsgate.app import App, jwt_config
 from wsgate.audit import configure_logging
@@ -93,7 +93,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     configure_logging(settings.log_level, settings.log_format)
     if not (settings.jwt_secret or settings.jwt_public_key_file or settings.jwt_jwks_url):
-        settings = settings.model_copy(update={"jwt_secret": secrets.token_urlsafe(48)})
+        settings = settings.model_copy(update={"jwt_secret": SecretStr(secrets.token_urlsafe(48))})
         print(
             "wsgate demo: no JWT key configured; generated a random HMAC secret for this run. "
             "Tokens from `wsgate token` will not verify unless both use WSGATE_JWT_SECRET.",
