@@ -21,7 +21,7 @@ class Handshake:
     headers: Mapping[str, str] = field(default_factory=dict)
     cookies: Mapping[str, str] = field(default_factory=dict)
     query: Mapping[str, str] = field(default_factory=dict)
-    auth: Any = None
+    auth: Any = field(default=None, repr=False)  # may hold the token: never in a repr or log
     remote_addr: str | None = None
     transport: str = "unknown"
 

@@ -1,0 +1,484 @@
+"""Plain WebSocket transport: the same gateways over a bare RFC 6455 socket (``/ws``).
+
+It speaks raw ASGI rather than through Starlette's ``WebSocket`` class: the
+hot path (receive, decode, dispatch, send) then carries no per-message
+wrapper or state check, and the handful of ASGI messages involved is stable.
+
+The handshake, in order (the origin was already judged by :class:`~wsgate.App`,
+which refuses a disallowed ``Origin`` with HTTP 403 before anything here runs):
+
+1. A token in the ``Authorization`` header or the ``access_token`` cookie (or
+   the query string, when the App enabled it) is judged at once, before the
+   socket is accepted. Accepting is still needed to deliver a close code the
+   client can read, so a refusal is ``accept`` then ``close(4401/4403/4429)``.
+2. Otherwise the socket is accepted and the first message must be
+   ``{"type": "auth", "token": ...}`` within what is left of
+   ``connect_timeout`` (close 4408 when it does not come, 4401 when it is
+   something else).
+3. The first frame of an admitted connection is always
+   ``{"event": "ready", "data": {"sub", "expires_at"}}``; anything the
+   gateway's ``on_connect`` sent is queued behind it.
+
+Namespaces other than ``/`` are chosen with the query string:
+``/ws?namespace=/admin``. Close reasons carry the contract's code word
+(``token_expired``, ``forbidden``...), so a client can tell an expired token
+from a bad one although both close with 4401.
+
+Each connection has one reader (the ASGI task) and one writer task. The
+reader runs every event in a task of its own, as Engine.IO does for
+Socket.IO: a slow handler never holds up the next event, and replies are
+matched by ``id``. The writer drains a bounded outbox, so a broadcast only
+appends an already encoded frame and never waits on a slow client; a client
+that stops reading until its outbox is full is closed (1008) rather than
+buffered without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+import secrets
+from collections.abc import Coroutine, Mapping
+from typing import Any, Final, NamedTuple
+
+from starlette.responses import PlainTextResponse
+from starlette.types import Message, Receive, Scope, Send
+
+from wsgate.audit import audit
+from wsgate.core.connection import Connection
+from wsgate.core.handshake import Handshake
+from wsgate.core.runtime import Runtime
+from wsgate.errors import BadRequest, ConnectionRefused, InternalError, TokenError
+from wsgate.security.limits import utf8_size_over
+from wsgate.security.token_source import extract_token
+from wsgate.transports.frames import (
+    FrameError,
+    Request,
+    auth_payload,
+    decode_frame,
+    encode,
+)
+
+__all__ = ["CLOSE_CODES", "WebSocketTransport", "close_code"]
+
+log = logging.getLogger("wsgate.websocket")
+
+CLOSE_CODES: Final[Mapping[str, int]] = {
+    "unauthorized": 4401,
+    "token_expired": 4401,
+    "token_revoked": 4401,
+    "forbidden": 4403,
+    "timeout": 4408,
+    "message_too_large": 1009,
+    "payload_too_large": 1009,
+    "too_many_connections": 4429,
+    "rate_limited": 4429,
+    "rate": 4429,
+    "slow_consumer": 1008,
+    "server_shutdown": 1001,
+}
+"""Close code for each reason the core or this transport closes a connection with."""
+
+MAX_IN_FLIGHT = 32
+"""Events of one connection handled at once; the reader waits (TCP backpressure) beyond it."""
+
+MAX_QUEUED_FRAMES = 1024
+"""Frames waiting for one client to read them before it counts as not reading at all."""
+
+CLOSE_SEND_TIMEOUT = 5.0
+"""How long a close frame may wait for a client's socket to drain; then the ASGI server's
+keepalive is left to drop it."""
+
+
+def close_code(reason: str) -> int:
+    """The close code for ``reason``: the contract's codes, else 1000 (normal closure)."""
+    return CLOSE_CODES.get(reason, 1000)
+
+
+class _Close(NamedTuple):
+    code: int
+    reason: str
+
+
+_GONE: Final = _Close(1006, "client_disconnect")
+_ACCEPT: Final[Message] = {"type": "websocket.accept"}
+
+
+class _Peer:
+    """One socket's outgoing side, its rooms and its in-flight event budget."""
+
+    __slots__ = (
+        "_outbox",
+        "_send",
+        "_wakeup",
+        "_writer",
+        "close_reason",
+        "closing",
+        "id",
+        "namespace",
+        "rooms",
+        "slots",
+    )
+
+    def __init__(self, conn_id: str, namespace: str, send: Send) -> None:
+        self.id = conn_id
+        self.namespace = namespace
+        self.rooms: set[tuple[str, str]] = set()
+        self.slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self.closing = False
+        self.close_reason: str | None = None
+        self._send = send
+        self._outbox: collections.deque[str | _Close] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+
+    def push(self, text: str) -> None:
+        """Queue one encoded frame; never waits."""
+        if self.closing:
+            return
+        if len(self._outbox) >= MAX_QUEUED_FRAMES:
+            log.warning("closing connection %s: the client is not reading its messages", self.id)
+            self.abort(close_code("slow_consumer"), "slow_consumer")
+            return
+        self._outbox.append(text)
+        self._wakeup.set()
+
+    def close(self, code: int, reason: str) -> None:
+        """Close after the frames already queued (``auth:expired`` goes out before the close)."""
+        if self.closing:
+            return
+        self.closing = True
+        self.close_reason = reason
+        self._outbox.append(_Close(code, reason))
+        self._wakeup.set()
+
+    def abort(self, code: int, reason: str) -> None:
+        """Close now, dropping queued frames: the writer may be stuck on a full socket."""
+        self.closing = True
+        self.close_reason = reason
+        self._outbox.clear()
+        self._outbox.append(_Close(code, reason))
+        if self._writer is not None:
+            self._writer.cancel()
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+        self._wakeup.set()
+
+    def start(self, first_frame: str) -> None:
+        """Admitted: ``first_frame`` (the ready frame) goes out before anything queued so far."""
+        self._outbox.appendleft(first_frame)
+        self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    def stop(self) -> None:
+        self.closing = True
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+
+    async def _write(self) -> None:
+        outbox, send, wakeup = self._outbox, self._send, self._wakeup
+        try:
+            while True:
+                while outbox:
+                    item = outbox.popleft()
+                    if isinstance(item, str):
+                        await send({"type": "websocket.send", "text": item})
+                        continue
+                    message = {"type": "websocket.close", "code": item.code, "reason": item.reason}
+                    await asyncio.wait_for(send(message), CLOSE_SEND_TIMEOUT)
+                    return
+                wakeup.clear()
+                await wakeup.wait()
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            # The socket is gone (or was never writable again); the reader sees
+            # the disconnect and releases the connection.
+            log.debug("writer of connection %s stopped: %r", self.id, exc)
+            self.closing = True
+            outbox.clear()
+
+
+class WebSocketTransport:
+    """An ASGI app serving gateways over plain WebSocket; the core's :class:`TransportLink`.
+
+    Keeps its own registry of connections per namespace and per room, so
+    ``ctx.server.emit`` reaches /ws clients and Socket.IO clients alike
+    (:class:`~wsgate.core.server.Server` calls every transport's ``broadcast``).
+    """
+
+    name = "websocket"
+
+    def __init__(self, runtime: Runtime, *, connect_timeout: float, max_message_bytes: int) -> None:
+        self.runtime = runtime
+        self.connect_timeout = connect_timeout
+        self.max_message_bytes = max_message_bytes
+        self._peers: dict[str, _Peer] = {}
+        self._members: dict[str, set[_Peer]] = {}
+        self._rooms: dict[tuple[str, str], set[_Peer]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        runtime.server.add_transport(self)
+
+    # -- ASGI ------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            response = PlainTextResponse(
+                "Upgrade Required", status_code=426, headers={"Upgrade": "websocket"}
+            )
+            await response(scope, receive, send)
+            return
+        if (await receive())["type"] != "websocket.connect":
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout
+        handshake = Handshake.from_asgi_scope(scope, transport=self.name)
+        peer = _Peer(secrets.token_urlsafe(15), handshake.query.get("namespace", "/"), send)
+        connection: Connection | None = None
+        reason = "transport_close"
+        try:
+            accepted = False
+            if not self._token_in_handshake(handshake):
+                await send(_ACCEPT)
+                accepted = True
+                first = await self._first_message(peer, handshake, receive, deadline)
+                if isinstance(first, _Close):
+                    if first is not _GONE:
+                        await send({"type": "websocket.close", **first._asdict()})
+                    return
+                handshake = dataclasses.replace(handshake, auth=first)
+            outcome = await self._admit(peer, handshake)
+            if isinstance(outcome, Connection):
+                connection = outcome
+            if not accepted:
+                await send(_ACCEPT)
+            if isinstance(outcome, _Close):
+                await send({"type": "websocket.close", **outcome._asdict()})
+                return
+            peer.start(encode(_ready_frame(outcome)))
+            reason = await self._read(peer, outcome, receive)
+        except OSError:
+            pass  # the client went away mid-handshake; uvicorn's ClientDisconnected
+        finally:
+            self._forget(peer)
+            peer.stop()
+            if connection is not None:
+                await self.runtime.release(connection, peer.close_reason or reason)
+
+    def _token_in_handshake(self, handshake: Handshake) -> bool:
+        """True when the HTTP request already carries a token source (judged before accept).
+
+        A malformed source counts as present: the first source present is the
+        one judged, and the core refuses it.
+        """
+        try:
+            found = extract_token(
+                auth=None,
+                headers=handshake.headers,
+                cookies=handshake.cookies,
+                query=handshake.query,
+                allow_query=self.runtime.allow_query_token,
+            )
+        except TokenError:
+            return True
+        return found is not None
+
+    async def _first_message(
+        self, peer: _Peer, handshake: Handshake, receive: Receive, deadline: float
+    ) -> dict[str, Any] | _Close | None:
+        """The first message's ``auth`` object, a close to send, or None (not an auth message)."""
+        remaining = max(deadline - asyncio.get_running_loop().time(), 0.0)
+        try:
+            message = await asyncio.wait_for(receive(), remaining)
+        except TimeoutError:
+            self._refused(peer, handshake, "timeout")
+            return _Close(close_code("timeout"), "timeout")
+        if message["type"] != "websocket.receive":
+            return _GONE
+        raw: str | bytes | None = message.get("text")
+        if raw is None:
+            raw = message.get("bytes") or b""
+        if utf8_size_over(raw, self.max_message_bytes):
+            self._refused(peer, handshake, "message_too_large")
+            return _Close(close_code("message_too_large"), "message_too_large")
+        # Frames are JSON text; a binary first message is not an auth message.
+        return auth_payload(raw) if isinstance(raw, str) else None
+
+    def _refused(self, peer: _Peer, handshake: Handshake, reason: str) -> None:
+        """Count and log a refusal the core never saw (it happened before a token arrived)."""
+        self.runtime.metrics.auth_failures.labels(reason).inc()
+        audit(
+            "refused",
+            level=logging.WARNING,
+            conn_id=peer.id,
+            namespace=peer.namespace,
+            transport=self.name,
+            remote=handshake.remote_addr,
+            origin=handshake.origin,
+            code=reason,
+            reason=reason,
+        )
+
+    async def _admit(self, peer: _Peer, handshake: Handshake) -> Connection | _Close:
+        # Registered before admit so that on_connect can join rooms and emit;
+        # what it sends waits in the outbox until the ready frame is out.
+        self._peers[peer.id] = peer
+        self._members.setdefault(peer.namespace, set()).add(peer)
+        try:
+            return await self.runtime.admit(peer.namespace, handshake, peer.id, self)
+        except ConnectionRefused as refusal:
+            self._forget(peer)
+            return _Close(CLOSE_CODES.get(refusal.code, 4403), refusal.code)
+        except Exception:
+            # Fail closed, and never with exception text on the wire.
+            log.exception("admitting a WebSocket connection failed; refusing it")
+            self._forget(peer)
+            return _Close(1011, "internal_error")
+
+    async def _read(self, peer: _Peer, connection: Connection, receive: Receive) -> str:
+        """Decode and dispatch frames until the socket closes; returns the disconnect reason."""
+        limit = self.max_message_bytes
+        loop = asyncio.get_running_loop()
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                return _disconnect_reason(message)
+            if kind != "websocket.receive" or peer.closing:
+                continue
+            text: str | None = message.get("text")
+            request: Request | FrameError
+            if text is not None:
+                if utf8_size_over(text, limit):
+                    self._too_large(peer, connection, len(text.encode("utf-8", "surrogatepass")))
+                    continue
+                request = decode_frame(text)
+            else:
+                size = len(message.get("bytes") or b"")
+                if size > limit:
+                    self._too_large(peer, connection, size)
+                    continue
+                request = FrameError(None, "Binary frames are not supported: send JSON text")
+            if isinstance(request, FrameError):
+                error = BadRequest(request.message).to_payload()
+                peer.push(encode(_error_frame(request.id, error)))
+                continue
+            await peer.slots.acquire()
+            self._spawn(loop, self._dispatch(peer, connection, request))
+
+    def _too_large(self, peer: _Peer, connection: Connection, size: int) -> None:
+        """Counted and audited by the core like on Socket.IO; on /ws the answer is close 1009."""
+        self.runtime.reject_oversize(connection, size)
+        peer.close(close_code("message_too_large"), "message_too_large")
+
+    def _spawn(self, loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, None]) -> None:
+        task = loop.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _dispatch(self, peer: _Peer, connection: Connection, request: Request) -> None:
+        try:
+            reply, failed = await self.runtime.handle_event(connection, request.event, request.data)
+        except Exception:
+            log.exception("event %r raised past the pipeline", request.event)
+            reply, failed = InternalError().to_payload(), True
+        finally:
+            peer.slots.release()
+        if failed:
+            frame = _error_frame(request.id, reply)
+        elif request.id is not None:
+            frame = {"id": request.id, "data": reply}
+        else:
+            return
+        try:
+            text = encode(frame)
+        except (TypeError, ValueError):
+            log.error("reply to %r is not JSON; sending a 500 instead", request.event)
+            text = encode(_error_frame(request.id, InternalError().to_payload()))
+        peer.push(text)
+
+    def _forget(self, peer: _Peer) -> None:
+        if self._peers.get(peer.id) is peer:
+            del self._peers[peer.id]
+        members = self._members.get(peer.namespace)
+        if members is not None:
+            members.discard(peer)
+            if not members:
+                del self._members[peer.namespace]
+        for key in peer.rooms:
+            room = self._rooms.get(key)
+            if room is not None:
+                room.discard(peer)
+                if not room:
+                    del self._rooms[key]
+        peer.rooms.clear()
+
+    # -- TransportLink: calls from the core -------------------------------------------
+
+    async def send(self, conn_id: str, namespace: str, event: str, data: Any) -> None:
+        peer = self._peers.get(conn_id)
+        if peer is not None and peer.namespace == namespace:
+            peer.push(encode({"event": event, "data": data}))
+
+    async def broadcast(
+        self, namespace: str, event: str, data: Any, *, room: str | None, skip: str | None
+    ) -> None:
+        if room is None:
+            members = self._members.get(namespace)
+        else:
+            members = self._rooms.get((namespace, room))
+        if not members:
+            return
+        text = encode({"event": event, "data": data})  # once, whatever the audience
+        for peer in members:
+            if peer.id != skip:
+                peer.push(text)
+
+    async def enter_room(self, conn_id: str, namespace: str, room: str) -> None:
+        peer = self._peers.get(conn_id)
+        if peer is None or peer.namespace != namespace:
+            return
+        key = (namespace, room)
+        self._rooms.setdefault(key, set()).add(peer)
+        peer.rooms.add(key)
+
+    async def leave_room(self, conn_id: str, namespace: str, room: str) -> None:
+        peer = self._peers.get(conn_id)
+        key = (namespace, room)
+        if peer is None or key not in peer.rooms:
+            return
+        peer.rooms.discard(key)
+        members = self._rooms[key]
+        members.discard(peer)
+        if not members:
+            del self._rooms[key]
+
+    async def close(self, conn_id: str, namespace: str, reason: str) -> None:
+        peer = self._peers.get(conn_id)
+        if peer is not None:
+            peer.close(close_code(reason), reason)
+
+
+def _ready_frame(connection: Connection) -> dict[str, Any]:
+    principal = connection.principal
+    return {"event": "ready", "data": {"sub": principal.sub, "expires_at": principal.expires_at}}
+
+
+def _error_frame(request_id: int | None, reply: Any) -> dict[str, Any]:
+    """A failed request: a reply by id, or an ``exception`` push when there is no id.
+
+    The pipeline's error object is ``{"error": {...}}``; by id it becomes
+    ``{"id": n, "error": {...}}``, pushed it is sent whole, as on Socket.IO.
+    """
+    if request_id is None:
+        return {"event": "exception", "data": reply}
+    if isinstance(reply, dict) and set(reply) == {"error"}:
+        return {"id": request_id, "error": reply["error"]}
+    return {"id": request_id, "error": reply}
+
+
+def _disconnect_reason(message: Message) -> str:
+    code = message.get("code", 1005)
+    if code == 1012:
+        return "server_shutdown"
+    if code in (1000, 1001, 1005):
+        return "client_disconnect"
+    return "transport_close"
