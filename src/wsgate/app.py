@@ -21,10 +21,12 @@ from wsgate.core.runtime import Runtime, Verifier
 from wsgate.errors import ConfigurationError
 from wsgate.metrics import Metrics
 from wsgate.security.jwt import JwtConfig, TokenIssuer, TokenVerifier
+from wsgate.security.limits import Limits, LimitSettings
 from wsgate.security.origin import OriginPolicy
 from wsgate.settings import Settings
 from wsgate.stores.revocation import RevocationStore
 from wsgate.transports.socketio import SocketIOTransport
+from wsgate.transports.websocket import WebSocketTransport
 
 log = logging.getLogger("wsgate.app")
 
@@ -66,11 +68,26 @@ class App:
             metrics=self.metrics,
             allow_query_token=self.settings.allow_query_token,
             revocations=revocations,
+            limits=Limits(
+                LimitSettings(
+                    rate_limit=self.settings.rate_limit,
+                    max_message_bytes=self.settings.max_message_bytes,
+                    max_connections_per_user=self.settings.max_connections_per_user,
+                    max_pending_handshakes=self.settings.max_pending_handshakes,
+                )
+            ),
+            leeway=self.settings.jwt_leeway,
+            expiry_grace=self.settings.expiry_grace,
         )
         self.server = self.runtime.server
         self.socketio = SocketIOTransport(
             self.runtime,
             origins=self.origins,
+            connect_timeout=self.settings.connect_timeout,
+            max_message_bytes=self.settings.max_message_bytes,
+        )
+        self.websocket = WebSocketTransport(
+            self.runtime,
             connect_timeout=self.settings.connect_timeout,
             max_message_bytes=self.settings.max_message_bytes,
         )
@@ -104,6 +121,13 @@ class App:
                     scope = {**scope, "path": path}
                 await self.socketio.asgi(scope, receive, send)
                 return
+            if scope["type"] == "websocket" and path == self.settings.ws_path:
+                # The same origin rule as Socket.IO, before the socket is accepted.
+                if not self._origin_acceptable(scope):
+                    await _deny(scope, receive, send)
+                    return
+                await self.websocket(scope, receive, send)
+                return
         await self.http(scope, receive, send)
 
     def _origin_acceptable(self, scope: Scope) -> bool:
@@ -118,11 +142,18 @@ class App:
         return TokenIssuer(jwt_config(self.settings))
 
     async def disconnect_token(self, jti: str, reason: str = "token_revoked") -> int:
-        """Close every live connection on this node that holds the token ``jti``."""
+        """Close every live connection on this node that holds the token ``jti``.
+
+        The revocation follower would do it too once the store announces the
+        revocation; calling this right after revoking makes it immediate here.
+        Each client gets ``auth:revoked`` (or ``auth:expired``) before the close.
+        """
         doomed = [c for c in self.server.connections.values() if c.principal.jti == jti]
+        closed = 0
         for connection in doomed:
-            await self.server.disconnect(connection, reason)
-        return len(doomed)
+            if await self.runtime.sessions.end(connection, reason):
+                closed += 1
+        return closed
 
     async def _metrics_endpoint(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=self.metrics.content_type)
@@ -134,13 +165,19 @@ class App:
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
-        """Start and stop what the App owns; call it from a host app's lifespan when mounted."""
+        """Start and stop what the App owns; call it from a host app's lifespan when mounted.
+
+        Without it the revocation follower still starts, on the first
+        connection; the lifespan starts it at once and stops it cleanly.
+        """
+        self.runtime.start()
         try:
             yield
         finally:
             await self.aclose()
 
     async def aclose(self) -> None:
+        await self.runtime.aclose()
         if self._own_verifier:
             closer = getattr(self.verifier, "aclose", None)
             if closer is not None:

@@ -11,7 +11,12 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 
 class Metrics:
-    """Connections, refusals, events, errors and handler latency."""
+    """Connections, refusals, events, errors, handler latency, sessions and limits.
+
+    Label values are always from a bounded set (reason codes, registered
+    event names, status codes): a client must never be able to grow the
+    number of time series.
+    """
 
     content_type = CONTENT_TYPE_LATEST
 
@@ -56,6 +61,30 @@ class Metrics:
             ["event"],
             registry=self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+
+        self.session_ends = Counter(
+            "wsgate_session_ends",
+            "Sessions the server ended, by reason (token_expired, token_revoked)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.refreshes = Counter(
+            "wsgate_refreshes",
+            "In-band auth:refresh attempts by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.limit_hits = Counter(
+            "wsgate_limit_hits",
+            "Requests stopped by a limit (rate, message_size, connections_per_user, handshakes)",
+            ["limit"],
+            registry=self.registry,
+        )
+        self.pending_handshakes = Gauge(
+            "wsgate_pending_handshakes",
+            "Handshakes being verified right now",
+            registry=self.registry,
         )
 
     def render(self) -> bytes:

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
         10.0, gt=0, le=300, description="seconds from TCP open to a completed connect"
     )
     max_message_bytes: int = Field(65536, ge=64, description="largest accepted message")
+    ws_path: str = Field(
+        "/ws", pattern=r"^/[^?#]*$", description="path of the plain WebSocket endpoint"
+    )
     rate_limit: float = Field(50.0, gt=0, description="events per second per connection")
     max_connections_per_user: int = Field(20, ge=1, description="live connections per sub")
     max_pending_handshakes: int = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -44,7 +45,16 @@ def room_key(room: str) -> str:
 
 @dataclass(eq=False, slots=True)
 class Connection:
-    """One connection to one namespace, for as long as it lives."""
+    """One connection to one namespace, for as long as it lives.
+
+    ``principal`` changes when the client refreshes its token in band.
+    ``expiry_timer`` is the one timer that ends the session at the token's
+    expiry (re-armed on refresh, cancelled on close); ``expired`` is set
+    while a grace window runs; ``ending`` holds the reason once the server
+    decided to close, so a second reason (a revocation racing an expiry)
+    does not close it twice. ``limited`` names the limit the connection last
+    ran into, so a flood is audited once, not once per refused message.
+    """
 
     id: str
     namespace: str
@@ -55,3 +65,7 @@ class Connection:
     rooms: set[str] = field(default_factory=set)
     state: dict[str, Any] = field(default_factory=dict)
     closed: bool = False
+    expiry_timer: asyncio.TimerHandle | None = None
+    expired: bool = False
+    ending: str | None = None
+    limited: str | None = None

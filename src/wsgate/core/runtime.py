@@ -17,11 +17,23 @@ from wsgate.core.connection import Connection, TransportLink
 from wsgate.core.context import Context
 from wsgate.core.handshake import Handshake
 from wsgate.core.pipeline import apply_filters, check_guards, run_event
+from wsgate.core.refresh import REFRESH_EVENT, Refresher, unauthorized
 from wsgate.core.registry import NamespaceSpec
+from wsgate.core.revocation_follower import RevocationFollower
 from wsgate.core.server import Server
-from wsgate.errors import ConnectionRefused, GatewayError, NotFound, TokenError
+from wsgate.core.sessions import TOKEN_EXPIRED, Sessions, audit_connection
+from wsgate.errors import (
+    ConfigurationError,
+    ConnectionRefused,
+    GatewayError,
+    NotFound,
+    PayloadTooLarge,
+    TokenError,
+    TooManyRequests,
+)
 from wsgate.metrics import Metrics
 from wsgate.principal import Principal
+from wsgate.security.limits import LimitExceeded, Limits
 from wsgate.security.origin import OriginPolicy
 from wsgate.security.token_source import extract_token, query_token_present
 from wsgate.stores.revocation import RevocationStore, StoreUnavailable
@@ -36,7 +48,14 @@ class Verifier(Protocol):
 
 
 class Runtime:
-    """Holds the namespaces, the live connections and the security policies of one App."""
+    """Holds the namespaces, the live connections and the security policies of one App.
+
+    What is checked when (see docs/session-model.md): at admit the origin,
+    the token, revocation, the connect guards and the limits on handshakes
+    and connections per user; at every event the rate limit, the expiry
+    grace state and the event's guards; in between, one expiry timer per
+    connection and the revocation follower end sessions as they happen.
+    """
 
     def __init__(
         self,
@@ -47,14 +66,41 @@ class Runtime:
         metrics: Metrics,
         allow_query_token: bool = False,
         revocations: RevocationStore | None = None,
+        limits: Limits | None = None,
+        leeway: float = 0.0,
+        expiry_grace: float = 0.0,
     ) -> None:
+        for spec in registry.values():
+            if REFRESH_EVENT in spec.handlers:
+                raise ConfigurationError(
+                    f"{type(spec.gateway).__name__} subscribes {REFRESH_EVENT!r}, which is "
+                    "built in (it re-verifies the token); use another event name"
+                )
         self.registry = registry
         self.verifier = verifier
         self.origins = origins
         self.metrics = metrics
         self.allow_query_token = allow_query_token
         self.revocations = revocations
+        self.limits = limits if limits is not None else Limits()
         self.server = Server()
+        self.sessions = Sessions(self.server, metrics, leeway=leeway, grace=expiry_grace)
+        self.refresher = Refresher(self._verify_live, self._check_refresh_guards, self.sessions)
+        self.follower = (
+            RevocationFollower(revocations, self.sessions, self.server.connections.values)
+            if revocations is not None
+            else None
+        )
+
+    def start(self) -> None:
+        """Start the background work (the revocation follower); idempotent."""
+        if self.follower is not None:
+            self.follower.ensure_started()
+
+    async def aclose(self) -> None:
+        """Stop the background work; live connections are the transports' to close."""
+        if self.follower is not None:
+            await self.follower.aclose()
 
     def namespaces(self) -> list[str]:
         return list(self.registry)
@@ -63,10 +109,22 @@ class Runtime:
         self, namespace: str, handshake: Handshake, conn_id: str, transport: TransportLink
     ) -> Connection:
         """Verify a handshake and register the connection, or raise :class:`ConnectionRefused`."""
+        self.start()
+        gate = self.limits.handshakes
         try:
-            return await self._admit(namespace, handshake, conn_id, transport)
+            if not gate.enter():
+                self.metrics.limit_hits.labels("handshakes").inc()
+                raise LimitExceeded("Server busy; try again", "max_pending_handshakes")
+            self.metrics.pending_handshakes.inc()
+            try:
+                return await self._admit(namespace, handshake, conn_id, transport)
+            finally:
+                gate.leave()
+                self.metrics.pending_handshakes.dec()
         except ConnectionRefused as refusal:
-            reason = refusal.reason if isinstance(refusal, TokenError) else refusal.code
+            reason = (
+                refusal.reason if isinstance(refusal, TokenError | LimitExceeded) else refusal.code
+            )
             self.metrics.auth_failures.labels(reason).inc()
             audit(
                 "refused",
@@ -102,8 +160,7 @@ class Runtime:
         if found is None:
             why = "query_token_refused" if query_token_present(handshake.query) else "missing_token"
             raise TokenError("unauthorized", "Authentication required", why)
-        principal = await self.verifier.verify(found.token, use="access")
-        await self._check_not_revoked(principal)
+        principal = await self._verify_live(found.token)
         connection = Connection(
             id=conn_id,
             namespace=namespace,
@@ -113,15 +170,22 @@ class Runtime:
         )
         ctx = Context(connection, self.server)
         await self._check_connect_guards(spec, ctx)
+        counter = self.limits.connections
+        if not counter.acquire(principal.sub):
+            self.metrics.limit_hits.labels("connections_per_user").inc()
+            raise LimitExceeded(
+                f"At most {counter.limit} connections per user", "max_connections_per_user"
+            )
         self.server.connections[conn_id] = connection
         try:
             await spec.gateway.on_connect(ctx)
-        except ConnectionRefused:
+        except BaseException as exc:
             self.server.connections.pop(conn_id, None)
-            raise
-        except Exception as exc:
-            self.server.connections.pop(conn_id, None)
+            counter.release(principal.sub)
+            if isinstance(exc, ConnectionRefused) or not isinstance(exc, Exception):
+                raise
             raise _refusal_from(exc, spec) from None
+        self.sessions.arm(connection)
         self.metrics.connects.labels(namespace, transport.name).inc()
         self.metrics.connections.labels(namespace, transport.name).inc()
         audit(
@@ -134,6 +198,27 @@ class Runtime:
             origin=origin,
         )
         return connection
+
+    async def _verify_live(self, token: str) -> Principal:
+        """A token as at connect: verified, an access token, and not revoked."""
+        principal = await self.verifier.verify(token, use="access")
+        await self._check_not_revoked(principal)
+        return principal
+
+    async def _check_refresh_guards(self, connection: Connection, principal: Principal) -> None:
+        """The namespace's connect roles and guards, judged for a refreshed principal."""
+        trial = Connection(
+            id=connection.id,
+            namespace=connection.namespace,
+            principal=principal,
+            handshake=connection.handshake,
+            transport=connection.transport,
+            rooms=connection.rooms,
+            state=connection.state,
+        )
+        await self._check_connect_guards(
+            self.registry[connection.namespace], Context(trial, self.server)
+        )
 
     async def _check_not_revoked(self, principal: Principal) -> None:
         """Fail closed: a store that cannot answer refuses the connection."""
@@ -161,23 +246,67 @@ class Runtime:
     async def handle_event(
         self, connection: Connection, event: str, payload: Any
     ) -> tuple[Any, bool]:
-        """Run ``event`` for ``connection``: ``(ack data, failed)``; never raises."""
+        """Run ``event`` for ``connection``: ``(ack data, failed)``; never raises.
+
+        The rate limit comes first, before even the event name is looked
+        up, so a flood costs the server as little as possible; then the
+        built-in ``auth:refresh``; then, during an expiry grace window,
+        nothing else; then the gateway's handler.
+        """
         spec = self.registry[connection.namespace]
         handler = spec.handlers.get(event)
+        # Unknown names are not used as metric labels: a client could
+        # otherwise grow the label set without bound.
+        label = event if handler is not None or event == REFRESH_EVENT else "<unknown>"
+        if not self.limits.events.allow(connection.id):
+            return self._limited(connection, label, "rate", TooManyRequests()), True
+        connection.limited = None
+        if event == REFRESH_EVENT:
+            reply, failed = await self.refresher(connection, payload)
+            self.metrics.refreshes.labels("refused" if failed else "ok").inc()
+            return self._count(label, reply, failed), failed
+        if connection.expired:
+            error = unauthorized(TOKEN_EXPIRED, "Token expired; send auth:refresh")
+            return self._count(label, error.to_payload(), True), True
         ctx = Context(connection, self.server, event)
         if handler is None:
-            # Unknown names are not used as metric labels: a client could
-            # otherwise grow the label set without bound.
-            self.metrics.events.labels("<unknown>", "not_found").inc()
-            return apply_filters(NotFound(), ctx, spec.filters), True
+            return self._count(label, apply_filters(NotFound(), ctx, spec.filters), True), True
         started = time.perf_counter()
         reply, failed = await run_event(handler, ctx, payload)
         self.metrics.handler_seconds.labels(event).observe(time.perf_counter() - started)
-        self.metrics.events.labels(event, "error" if failed else "ok").inc()
-        if failed:
-            status = reply.get("error", {}).get("status") if isinstance(reply, dict) else None
-            self.metrics.errors.labels(str(status)).inc()
-        return reply, failed
+        if failed and _status_of(reply) in (401, 403):
+            audit_connection("denied", connection, level=logging.WARNING, event=event)
+        return self._count(label, reply, failed), failed
+
+    def reject_oversize(self, connection: Connection, size: int) -> Any:
+        """The 413 error object for a message over ``max_message_bytes``.
+
+        The transport measures the raw message before decoding it (decoding
+        is the cost being avoided) and sends the answer its own way.
+        """
+        error = PayloadTooLarge(f"Messages are limited to {self.limits.max_message_bytes} bytes")
+        return self._limited(connection, "<unknown>", "message_size", error, size=size)
+
+    def _limited(
+        self, connection: Connection, label: str, limit: str, error: GatewayError, **fields: Any
+    ) -> Any:
+        """Count a limit hit; audit only the first of a run, so a flood is one log line."""
+        self.metrics.limit_hits.labels(limit).inc()
+        if connection.limited != limit:
+            connection.limited = limit
+            audit_connection("limited", connection, level=logging.WARNING, limit=limit, **fields)
+        return self._count(label, error.to_payload(), True)
+
+    def _count(self, label: str, reply: Any, failed: bool) -> Any:
+        """Events by name and outcome, and error replies by status."""
+        if not failed:
+            self.metrics.events.labels(label, "ok").inc()
+            return reply
+        status = _status_of(reply)
+        outcome = _OUTCOMES.get(status, "error") if status is not None else "error"
+        self.metrics.events.labels(label, outcome).inc()
+        self.metrics.errors.labels(str(status)).inc()
+        return reply
 
     async def release(self, connection: Connection, reason: str) -> None:
         """The connection is gone: run ``on_disconnect`` once and forget it."""
@@ -185,6 +314,9 @@ class Runtime:
             return
         connection.closed = True
         self.server.connections.pop(connection.id, None)
+        self.sessions.disarm(connection)
+        self.limits.connections.release(connection.principal.sub)
+        self.limits.events.forget(connection.id)
         spec = self.registry[connection.namespace]
         self.metrics.connections.labels(connection.namespace, connection.transport.name).dec()
         self.metrics.disconnects.labels(reason).inc()
@@ -195,12 +327,29 @@ class Runtime:
             namespace=connection.namespace,
             transport=connection.transport.name,
             remote=connection.handshake.remote_addr,
+            origin=connection.handshake.origin,
             reason=reason,
         )
         try:
             await spec.gateway.on_disconnect(Context(connection, self.server), reason)
         except Exception:
             log.exception("on_disconnect of %s raised", connection.namespace)
+
+
+_OUTCOMES = {
+    400: "invalid",
+    401: "denied",
+    403: "denied",
+    404: "not_found",
+    413: "too_large",
+    429: "rate_limited",
+}
+
+
+def _status_of(reply: Any) -> int | None:
+    error = reply.get("error") if isinstance(reply, dict) else None
+    status = error.get("status") if isinstance(error, dict) else None
+    return status if isinstance(status, int) else None
 
 
 def _refusal_from(exc: Exception, spec: NamespaceSpec) -> ConnectionRefused:

@@ -5,6 +5,13 @@ an ack, and none for a connect deadline, so two of its (stable, long-lived)
 private methods are overridden here; the dependency is pinned to <6 for it.
 Overriding ``_handle_event`` also drops python-socketio's extra task per
 event: Engine.IO already runs every message in a task of its own.
+
+Message size: every Engine.IO message is measured before python-socketio
+decodes it; an event over ``max_message_bytes`` is answered with a 413 error
+object (through its ack, or as an ``exception`` event) and never decoded.
+Engine.IO's own ``max_http_buffer_size`` is set to twice that as the hard
+cap: a message beyond it is not even read, and Engine.IO closes the
+connection (a polling POST gets HTTP 413).
 """
 
 from __future__ import annotations
@@ -20,9 +27,16 @@ from wsgate.core.connection import Connection
 from wsgate.core.handshake import Handshake
 from wsgate.core.runtime import Runtime
 from wsgate.errors import ConnectionRefused
+from wsgate.security.limits import utf8_size_over
 from wsgate.security.origin import OriginPolicy
 
 log = logging.getLogger("wsgate.socketio")
+
+HARD_CAP_FACTOR = 2
+"""Engine.IO closes on messages over this many times ``max_message_bytes``."""
+
+_HEADER_SCAN = 256
+"""How far into an oversize packet to look for the start of its JSON data."""
 
 
 class SocketIOTransport:
@@ -42,6 +56,7 @@ class SocketIOTransport:
     ) -> None:
         self.runtime = runtime
         self.connect_timeout = connect_timeout
+        self.max_message_bytes = max_message_bytes
         self._close_reasons: dict[str, str] = {}
         self.sio = _GatewaySocketIOServer(
             self,
@@ -49,7 +64,7 @@ class SocketIOTransport:
             namespaces=runtime.namespaces(),
             cors_allowed_origins=origins.is_allowed,
             cors_credentials=True,
-            max_http_buffer_size=max_message_bytes,
+            max_http_buffer_size=HARD_CAP_FACTOR * max_message_bytes,
             client_manager=client_manager,
             logger=False,
             engineio_logger=False,
@@ -90,6 +105,28 @@ class SocketIOTransport:
         reply, failed = await self.runtime.handle_event(
             connection, data[0], data[1] if len(data) > 1 else None
         )
+        await self._reply(eio_sid, sid, namespace, ack_id, reply, failed)
+
+    async def on_oversize(
+        self, eio_sid: str, namespace: str, ack_id: int | None, size: int
+    ) -> None:
+        """A message over ``max_message_bytes``: a 413 answer, the message never decoded."""
+        sid = self.sio.manager.sid_from_eio_sid(eio_sid, namespace)
+        connection = self.runtime.server.connections.get(sid) if sid else None
+        if connection is None or connection.closed:
+            return
+        reply = self.runtime.reject_oversize(connection, size)
+        await self._reply(eio_sid, sid, namespace, ack_id, reply, True)
+
+    async def _reply(
+        self,
+        eio_sid: str,
+        sid: str,
+        namespace: str,
+        ack_id: int | None,
+        reply: Any,
+        failed: bool,
+    ) -> None:
         if ack_id is not None:
             await self.sio.send_ack(eio_sid, namespace, ack_id, reply)
         elif failed:
@@ -150,6 +187,44 @@ class _GatewaySocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
         self, eio_sid: str, namespace: str | None, id: int | None, data: Any
     ) -> None:
         await self._transport.on_event(eio_sid, namespace or "/", id, data)
+
+    async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
+        limit = self._transport.max_message_bytes
+        if not utf8_size_over(data, limit):
+            await super()._handle_eio_message(eio_sid, data)
+            return
+        size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "replace"))
+        pending = self._binary_packet.pop(eio_sid, None)
+        if pending is not None:
+            # An oversize attachment: the whole binary event is dropped.
+            namespace, ack_id = pending.namespace, pending.id
+        elif isinstance(data, str):
+            header = self._oversize_header(data)
+            if header is None:
+                log.info("dropped an oversize message that is not an event (%d bytes)", size)
+                return
+            namespace, ack_id = header
+        else:
+            log.info("dropped an unexpected oversize binary message (%d bytes)", size)
+            return
+        await self._transport.on_oversize(eio_sid, namespace or "/", ack_id, size)
+
+    def _oversize_header(self, data: str) -> tuple[str | None, int | None] | None:
+        """Namespace and ack id of an oversize EVENT packet, read without decoding its JSON.
+
+        The packet is ``2[/<namespace>,][<id>]<json>``; its JSON data is an
+        array, so the header ends at the first ``[``.
+        """
+        if data[:1] != str(packet.EVENT):
+            return None
+        start = data.find("[", 1, _HEADER_SCAN)
+        if start < 0:
+            return None
+        try:
+            head = self.packet_class(encoded_packet=data[:start])
+        except ValueError:
+            return None
+        return head.namespace, head.id
 
     async def send_ack(self, eio_sid: str, namespace: str, ack_id: int, reply: Any) -> None:
         await self._send_packet(

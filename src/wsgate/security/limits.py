@@ -1,0 +1,156 @@
+"""Per-node limits: event rate per connection, connections per user, handshakes in flight.
+
+Each limit is a small object with a yes/no question and a way to give back
+what was taken; the :class:`~wsgate.core.runtime.Runtime` asks them, so
+every transport is limited alike. Nothing here knows about sockets.
+
+Why per node: the event rate is a property of one connection, which lives on
+one node, so sharing it through Redis would only add a round trip per event.
+The connection count per user is per node too (a user may hold up to the
+limit on each node); sharing it is future work, noted in docs/session-model.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+from limits import RateLimitItemPerSecond
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from wsgate.errors import ConnectionRefused
+
+BURST_FACTOR = 2
+"""A client may send ``BURST_FACTOR`` seconds' worth of events at once."""
+
+
+class LimitExceeded(ConnectionRefused):
+    """A handshake refused by a limit: code ``too_many_connections``.
+
+    ``reason`` names the limit (``max_connections_per_user``,
+    ``max_pending_handshakes``) for logs and metrics.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__("too_many_connections", message)
+        self.reason = reason
+
+
+class EventRateLimiter:
+    """``rate`` events per second per connection, with a burst of twice that.
+
+    A moving window of ``2 * rate`` events over 2 seconds (the ``limits``
+    library's exact, per-hit strategy): a quiet client may send a burst of
+    ``2 * rate`` at once, and no client sustains more than ``rate`` per
+    second. The library's in-memory storage is synchronous and never does
+    I/O, so asking it on the event loop does not block other clients.
+    """
+
+    def __init__(self, rate: float) -> None:
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError("rate must be a positive number of events per second")
+        amount = max(1, round(rate * BURST_FACTOR))
+        self._item = RateLimitItemPerSecond(amount, BURST_FACTOR)
+        self._storage = MemoryStorage()
+        self._limiter = MovingWindowRateLimiter(self._storage)
+
+    def allow(self, conn_id: str) -> bool:
+        """Count one event of ``conn_id``; False when it is over the limit (and not counted)."""
+        return self._limiter.hit(self._item, conn_id)
+
+    def forget(self, conn_id: str) -> None:
+        """Drop a closed connection's window, so memory follows live connections only."""
+        self._limiter.clear(self._item, conn_id)
+
+
+class ConnectionCounter:
+    """Live connections per ``sub``: a user may hold at most ``limit`` on this node."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self._counts: Counter[str] = Counter()
+
+    def acquire(self, sub: str) -> bool:
+        """Take a slot for ``sub``; False (nothing taken) when the user is at the limit."""
+        if self._counts[sub] >= self.limit:
+            return False
+        self._counts[sub] += 1
+        return True
+
+    def release(self, sub: str) -> None:
+        """Give back a slot taken by :meth:`acquire`."""
+        left = self._counts[sub] - 1
+        if left > 0:
+            self._counts[sub] = left
+        else:
+            del self._counts[sub]
+
+    def count(self, sub: str) -> int:
+        return self._counts.get(sub, 0)
+
+
+class HandshakeGate:
+    """At most ``limit`` handshakes being verified at once.
+
+    Verifying a token can wait on a JWKS fetch or the revocation store; a
+    flood of handshakes must be refused early instead of piling up work.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self.pending = 0
+
+    def enter(self) -> bool:
+        """Start one handshake; False (nothing taken) when too many are in flight."""
+        if self.pending >= self.limit:
+            return False
+        self.pending += 1
+        return True
+
+    def leave(self) -> None:
+        self.pending -= 1
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """The limit knobs of :class:`~wsgate.settings.Settings`, as the runtime needs them."""
+
+    rate_limit: float = 50.0
+    max_message_bytes: int = 65536
+    max_connections_per_user: int = 20
+    max_pending_handshakes: int = 1000
+
+
+class Limits:
+    """Every per-node limit of one App, built from its settings."""
+
+    def __init__(self, config: LimitSettings | None = None) -> None:
+        self.config = config if config is not None else LimitSettings()
+        self.events = EventRateLimiter(self.config.rate_limit)
+        self.connections = ConnectionCounter(self.config.max_connections_per_user)
+        self.handshakes = HandshakeGate(self.config.max_pending_handshakes)
+
+    @property
+    def max_message_bytes(self) -> int:
+        return self.config.max_message_bytes
+
+
+def utf8_size_over(data: str | bytes, limit: int) -> bool:
+    """True when ``data`` is more than ``limit`` bytes once UTF-8 encoded.
+
+    A str is only encoded when its length cannot decide: ``len`` counts code
+    points, and each is 1 to 4 bytes.
+    """
+    if isinstance(data, bytes):
+        return len(data) > limit
+    if len(data) > limit:
+        return True
+    if len(data) * 4 <= limit:
+        return False
+    return len(data.encode("utf-8", "surrogatepass")) > limit
