@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from wsgate.core.bus import RedisBus
 from wsgate.core.gateway import Gateway
 from wsgate.core.registry import build_registry
 from wsgate.core.runtime import Runtime, Verifier
@@ -80,6 +81,8 @@ class App:
             expiry_grace=self.settings.expiry_grace,
         )
         self.server = self.runtime.server
+        if self.settings.redis_url:
+            self.server.use_bus(RedisBus(self.settings.redis_url))
         self.socketio = SocketIOTransport(
             self.runtime,
             origins=self.origins,

@@ -93,14 +93,18 @@ class Runtime:
         )
 
     def start(self) -> None:
-        """Start the background work (the revocation follower); idempotent."""
+        """Start the background work (revocation follower, cross-node bus); idempotent."""
         if self.follower is not None:
             self.follower.ensure_started()
+        if self.server.bus is not None:
+            self.server.bus.start(self.server.deliver_locally)
 
     async def aclose(self) -> None:
         """Stop the background work; live connections are the transports' to close."""
         if self.follower is not None:
             await self.follower.aclose()
+        if self.server.bus is not None:
+            await self.server.bus.aclose()
 
     def namespaces(self) -> list[str]:
         return list(self.registry)

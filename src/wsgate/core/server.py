@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic_core import to_jsonable_python
 
+from wsgate.core.bus import RedisBus
 from wsgate.core.connection import Connection, TransportLink, room_key
 
 
@@ -26,9 +27,14 @@ class Server:
     def __init__(self) -> None:
         self._transports: list[TransportLink] = []
         self.connections: dict[str, Connection] = {}
+        self.bus: RedisBus | None = None
 
     def add_transport(self, transport: TransportLink) -> None:
         self._transports.append(transport)
+
+    def use_bus(self, bus: RedisBus) -> None:
+        """Share broadcasts with other nodes through ``bus`` (started on first use)."""
+        self.bus = bus
 
     async def emit(
         self,
@@ -42,8 +48,17 @@ class Server:
         """Send ``event`` to every connection of ``namespace`` (or of ``room`` in it)."""
         payload = to_wire(data)
         target = room_key(room) if room is not None else None
+        await self.deliver_locally(namespace, event, payload, target, skip)
+        if self.bus is not None:
+            self.bus.start(self.deliver_locally)
+            await self.bus.publish(namespace, event, payload, target, skip)
+
+    async def deliver_locally(
+        self, namespace: str, event: str, payload: Any, room: str | None, skip: str | None
+    ) -> None:
+        """Hand an already-encoded broadcast to every transport of this node."""
         for transport in self._transports:
-            await transport.broadcast(namespace, event, payload, room=target, skip=skip)
+            await transport.broadcast(namespace, event, payload, room=room, skip=skip)
 
     async def send_to(self, connection: Connection, event: str, data: Any = None) -> None:
         """Send ``event`` to one connection."""
