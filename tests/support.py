@@ -16,7 +16,7 @@ import uvicorn
 from wsgate import App, Settings
 from wsgate.transports.deadline import uvicorn_http_protocol
 
-SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+SECRET = "test-secret-long-enough-for-hs512-0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def free_port() -> int:
