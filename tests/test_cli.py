@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from clients import connect
+from clients import Refused, connect
 from support import SECRET, free_port
 from wsgate import App, ConfigurationError, Settings
 from wsgate.demo.gateways import Chat
@@ -167,3 +167,26 @@ def test_bad_config_is_a_clear_cli_error(tmp_path: Path) -> None:
     result = wsgate("token", "--sub", "x", "--jwt-algorithms", "none", "--jwt-secret", SECRET)
     assert result.returncode == 2
     assert "none" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("trusted", "expected"), [(None, "127.0.0.1"), ("127.0.0.1", "203.0.113.9")]
+)
+async def test_forwarded_for_is_believed_only_from_trusted_proxies(
+    tmp_path: Path, trusted: str | None, expected: str
+) -> None:
+    args = ["--database", str(tmp_path / "p.db")]
+    if trusted:
+        args += ["--trusted-proxies", trusted]
+    proc, url = await start_demo(args, {"WSGATE_JWT_SECRET": SECRET})
+    try:
+        headers = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+        async with connect("socketio", url, token="forged", headers=headers) as _:
+            pass
+    except Exception:
+        pass
+    finally:
+        out = await stop(proc)
+    refused = [line for line in out.splitlines() if " refused " in line]
+    assert refused, out
+    assert f"remote={expected}" in refused[0]
