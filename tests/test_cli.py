@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from clients import Refused, connect
-from support import SECRET, free_port
+from support import SECRET, free_port, make_token
 from wsgate import App, ConfigurationError, Settings
 from wsgate.demo.gateways import Chat
 
@@ -189,3 +189,41 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies(
     refused = [line for line in out.splitlines() if " refused " in line]
     assert refused, out
     assert f"remote={expected}" in refused[0]
+
+
+async def test_serve_runs_a_users_app(tmp_path: Path) -> None:
+    (tmp_path / "myrealtime.py").write_text(
+        "from wsgate import App, Context, Gateway, Settings, subscribe\n"
+        "class Hello(Gateway):\n"
+        "    @subscribe('hello')\n"
+        "    async def hello(self, ctx: Context) -> str:\n"
+        "        return f'hello {ctx.sub}'\n"
+        "app = App([Hello()], Settings())\n"
+    )
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "wsgate",
+        "serve",
+        "myrealtime:app",
+        "--port",
+        str(port),
+        cwd=tmp_path,
+        env={**ENV, "WSGATE_JWT_SECRET": SECRET, "WSGATE_PORT": str(port)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(200):
+                try:
+                    if (await http.get(f"{url}/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+        async with connect("socketio", url, token=make_token(sub="quinn")) as c:
+            assert await c.call("hello") == "hello quinn"
+    finally:
+        await stop(proc)
