@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import httpx
 import jwt
 import uvicorn
 
@@ -88,3 +91,76 @@ async def serve(app: Any, port: int) -> AsyncIterator[str]:
         server.should_exit = True
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(task, 10)
+
+
+async def wait_healthy(url: str, proc: asyncio.subprocess.Process | None = None) -> None:
+    """Poll ``/healthz`` until it answers (bounded: 10 s), failing early if ``proc`` died."""
+    async with httpx.AsyncClient() as http:
+        for _ in range(200):
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(f"{url}/healthz")).status_code == 200:
+                    return
+            if proc is not None and proc.returncode is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}")
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"{url} did not become healthy")
+
+
+async def stop_process(proc: asyncio.subprocess.Process) -> None:
+    """Terminate ``proc``, and kill it if it has not exited within 10 s."""
+    if proc.returncode is None:
+        proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), 10)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def wsgate_process(
+    *args: str, env: dict[str, str] | None = None, cwd: str | None = None, port: int | None = None
+) -> AsyncIterator[tuple[str, list[str]]]:
+    """``python -m wsgate ARGS --host 127.0.0.1 --port P`` in a subprocess.
+
+    Yields the base URL and the list of lines the process prints, read as
+    they come (so a chatty server never blocks on a full pipe). ``WSGATE_*``
+    variables of the test run are not inherited: each test says what it sets.
+    """
+    port = port or free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WSGATE_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "wsgate",
+        *args,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        env={**clean, **(env or {})},
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output: list[str] = []
+
+    async def collect() -> None:
+        assert proc.stdout is not None
+        async for line in proc.stdout:
+            output.append(line.decode(errors="replace").rstrip("\n"))
+
+    reader = asyncio.create_task(collect())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            await wait_healthy(url, proc)
+        except RuntimeError as exc:
+            await stop_process(proc)
+            await asyncio.wait_for(reader, 5)
+            raise RuntimeError(f"{exc}:\n" + "\n".join(output)) from None
+        yield url, output
+    finally:
+        await stop_process(proc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reader, 5)

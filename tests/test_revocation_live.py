@@ -7,11 +7,8 @@ from a second process through the shared SQLite file, as an operator would.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +16,7 @@ import httpx
 import pytest
 
 from clients import Refused, connect
-from support import SECRET, free_port, make_token, serve, settings_for
+from support import SECRET, free_port, make_token, serve, settings_for, wsgate_process
 from wsgate import App
 from wsgate.app import jwt_config
 from wsgate.demo.app import create_app
@@ -100,48 +97,6 @@ async def test_revocations_survive_a_restart(transport: str, tmp_path: Path) -> 
 # -- the CLI against a running demo ---------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def running_demo(database: Path) -> AsyncIterator[str]:
-    port = free_port()
-    env = {**os.environ, "WSGATE_JWT_SECRET": SECRET}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "wsgate",
-        "demo",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--database",
-        str(database),
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient() as http:
-            for _ in range(150):
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(f"{url}/healthz")).status_code == 200:
-                        break
-                if proc.returncode is not None:
-                    raise RuntimeError("wsgate demo exited")
-                await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError("wsgate demo did not start")
-        yield url
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-
-
 async def wsgate_cli(*args: str) -> float:
     """Run ``wsgate ARGS`` in a new process; returns when it exited."""
     proc = await asyncio.create_subprocess_exec(
@@ -155,7 +110,8 @@ async def wsgate_cli(*args: str) -> float:
 async def test_cli_revoke_cuts_sockets_of_a_running_demo(transport: str, tmp_path: Path) -> None:
     database = tmp_path / "demo.db"
     issuer = TokenIssuer(jwt_config(settings_for(0)))
-    async with running_demo(database) as url:
+    env = {"WSGATE_JWT_SECRET": SECRET}
+    async with wsgate_process("demo", "--database", str(database), env=env) as (url, _):
         async with (
             connect(transport, url, token=make_token("alice", jti="cli-jti")) as by_jti,
             connect(transport, url, token=make_token("bob", iat=time.time() - 1)) as by_sub,
