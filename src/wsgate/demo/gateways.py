@@ -33,19 +33,8 @@ class SayBody(Body):
     text: Text
 
 
-def whoami_reply(ctx: Context) -> dict[str, Any]:
-    return {"sub": ctx.sub, "roles": sorted(ctx.roles)}
-
-
-async def announce(ctx: Context, body: TextBody) -> dict[str, bool]:
-    """An announcement reaches every socket of ``/`` and of ``/admin``."""
-    for namespace in ("/", "/admin"):
-        await ctx.server.emit("announcement", {"text": body.text}, namespace=namespace)
-    return {"delivered": True}
-
-
-class Chat(Gateway, namespace="/"):
-    """Any holder of a valid token may chat."""
+class Basics(Gateway):
+    """What both demo namespaces answer; subclasses choose the namespace."""
 
     @public
     @subscribe("ping")
@@ -54,7 +43,19 @@ class Chat(Gateway, namespace="/"):
 
     @subscribe("whoami")
     async def whoami(self, ctx: Context) -> dict[str, Any]:
-        return whoami_reply(ctx)
+        return {"sub": ctx.sub, "roles": sorted(ctx.roles)}
+
+    @roles("admin")
+    @subscribe("admin:broadcast")
+    async def broadcast(self, ctx: Context, body: TextBody) -> dict[str, bool]:
+        """An announcement reaches every socket of ``/`` and of ``/admin``."""
+        for namespace in ("/", "/admin"):
+            await ctx.server.emit("announcement", {"text": body.text}, namespace=namespace)
+        return {"delivered": True}
+
+
+class Chat(Basics, namespace="/"):
+    """Any holder of a valid token may chat."""
 
     @subscribe("echo")
     async def echo(self, ctx: Context, body: TextBody) -> TextBody:
@@ -69,30 +70,11 @@ class Chat(Gateway, namespace="/"):
     async def say(self, ctx: Context, body: SayBody) -> dict[str, bool]:
         if body.room not in ctx.rooms:
             raise Forbidden("Join the room first")
-        await ctx.emit_to_room(
-            body.room, "message", {"room": body.room, "from": ctx.sub, "text": body.text}
-        )
+        message = {"room": body.room, "from": ctx.sub, "text": body.text}
+        await ctx.emit_to_room(body.room, "message", message)
         return {"delivered": True}
-
-    @roles("admin")
-    @subscribe("admin:broadcast")
-    async def broadcast(self, ctx: Context, body: TextBody) -> dict[str, bool]:
-        return await announce(ctx, body)
 
 
 @roles("admin")
-class Admin(Gateway, namespace="/admin"):
+class Admin(Basics, namespace="/admin"):
     """Only tokens whose ``roles`` list holds ``admin`` may even connect here."""
-
-    @public
-    @subscribe("ping")
-    async def ping(self, ctx: Context) -> str:
-        return "pong"
-
-    @subscribe("whoami")
-    async def whoami(self, ctx: Context) -> dict[str, Any]:
-        return whoami_reply(ctx)
-
-    @subscribe("admin:broadcast")
-    async def broadcast(self, ctx: Context, body: TextBody) -> dict[str, bool]:
-        return await announce(ctx, body)
