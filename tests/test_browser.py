@@ -73,6 +73,7 @@ async def test_sign_in_and_chat_in_a_real_browser(browser: Any, demo: str) -> No
     page = await browser.new_page()
     await sign_in(page, demo)
     assert await page.text_content("#who") == "alice"
+    assert not await page.is_visible("form#login")
     await page.click("form#join button")
     await page.wait_for_selector("#messages li:has-text('joined general')")
     await page.fill("form#say input[name=text]", "<b>hello</b> from chromium")

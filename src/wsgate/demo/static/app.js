@@ -32,7 +32,13 @@
     socket.on("message", (m) => line(m.from + ": " + m.text));
     socket.on("announcement", (m) => line("announcement: " + m.text, "system"));
     socket.on("exception", (e) => line("error: " + e.error.message, "error"));
-    socket.on("auth:expired", () => line("session expired, sign in again", "system"));
+    // The access cookie is HttpOnly, so the page cannot hand a new token to
+    // auth:refresh; it renews the cookie over HTTP and reconnects instead.
+    socket.on("auth:expired", async () => {
+      const res = await fetch("/auth/refresh", { method: "POST" });
+      if (!res.ok) { line("session expired, sign in again", "system"); return; }
+      socket.once("disconnect", () => socket.connect());
+    });
   }
 
   $("login").addEventListener("submit", async (ev) => {
