@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -50,6 +50,7 @@ class App:
         middleware: Sequence[Middleware] = (),
         verifier: Verifier | None = None,
         revocations: RevocationStore | None = None,
+        on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self.settings = settings if settings is not None else Settings()
         try:
@@ -59,6 +60,7 @@ class App:
         self.metrics = Metrics()
         self._own_verifier = verifier is None
         self.revocations = revocations
+        self._on_shutdown = tuple(on_shutdown)
         self.verifier: Verifier = verifier or TokenVerifier(
             jwt_config(self.settings, require_jti=revocations is not None)
         )
@@ -180,7 +182,13 @@ class App:
             await self.aclose()
 
     async def aclose(self) -> None:
+        """Stop background work, then run the ``on_shutdown`` callbacks (e.g. close stores)."""
         await self.runtime.aclose()
+        for callback in self._on_shutdown:
+            try:
+                await callback()
+            except Exception:
+                log.exception("an on_shutdown callback failed")
         if self._own_verifier:
             closer = getattr(self.verifier, "aclose", None)
             if closer is not None:

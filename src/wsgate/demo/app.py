@@ -49,6 +49,7 @@ def create_app(settings: Settings) -> App:
         [Chat(), Admin()],
         settings,
         revocations=revocations,
+        on_shutdown=[users.aclose, revocations.aclose],
         routes=[
             Route("/", page, methods=["GET"]),
             *auth.routes(),
