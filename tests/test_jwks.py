@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from wsgate.errors import TokenError
-from wsgate.security import jwt as jwt_module
+from wsgate.security import jwks as jwks_module
 from wsgate.security.jwt import JwtConfig, TokenVerifier
 
 # --------------------------------------------------------------------------
@@ -442,7 +442,7 @@ async def test_slow_server_times_out_and_fails_closed(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(jwt_module, "JWKS_FETCH_TIMEOUT", 0.2)
+    monkeypatch.setattr(jwks_module, "JWKS_FETCH_TIMEOUT", 0.2)
     server.jwks = {"keys": [jwk(rsa_a, "a")]}
     server.delay = 0.6
     verifier = make_verifier()
@@ -509,7 +509,7 @@ async def test_stale_key_set_is_refetched(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A withdrawn key stops working once the set is older than JWKS_MAX_AGE."""
-    monkeypatch.setattr(jwt_module, "JWKS_MAX_AGE", 0.2)
+    monkeypatch.setattr(jwks_module, "JWKS_MAX_AGE", 0.2)
     server.jwks = {"keys": [jwk(rsa_a, "a")]}
     verifier = make_verifier(jwks_min_refresh_interval=0.1)
     await verifier.verify(token(rsa_a, "a"))
