@@ -6,6 +6,8 @@ applications run several Apps in one process without name clashes.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -86,6 +88,36 @@ class Metrics:
             "Handshakes being verified right now",
             registry=self.registry,
         )
+
+        # Labelled children of the per-event metrics, looked up once per label
+        # set: ``labels()`` validates and locks on every call, and these two
+        # are touched by every event. The label sets are bounded (see above),
+        # so the caches are too.
+        self._event_counts: dict[tuple[str, str], Any] = {}
+        self._handler_timers: dict[str, Any] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: for the per-connection metrics of every handshake."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def count_event(self, event: str, outcome: str) -> None:
+        """``events{event, outcome} += 1`` without a ``labels()`` lookup after the first."""
+        child = self._event_counts.get((event, outcome))
+        if child is None:
+            child = self._event_counts[(event, outcome)] = self.events.labels(event, outcome)
+        child.inc()
+
+    def observe_handler(self, event: str, seconds: float) -> None:
+        """``handler_seconds{event}.observe(seconds)``, its child cached too."""
+        child = self._handler_timers.get(event)
+        if child is None:
+            child = self._handler_timers[event] = self.handler_seconds.labels(event)
+        child.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -190,8 +190,9 @@ class Runtime:
                 raise
             raise _refusal_from(exc, spec) from None
         self.sessions.arm(connection)
-        self.metrics.connects.labels(namespace, transport.name).inc()
-        self.metrics.connections.labels(namespace, transport.name).inc()
+        metrics = self.metrics
+        metrics.child(metrics.connects, namespace, transport.name).inc()
+        metrics.child(metrics.connections, namespace, transport.name).inc()
         audit(
             "connected",
             conn_id=conn_id,
@@ -277,7 +278,7 @@ class Runtime:
             return self._count(label, apply_filters(NotFound(), ctx, spec.filters), True), True
         started = time.perf_counter()
         reply, failed = await run_event(handler, ctx, payload)
-        self.metrics.handler_seconds.labels(event).observe(time.perf_counter() - started)
+        self.metrics.observe_handler(event, time.perf_counter() - started)
         if failed and _status_of(reply) in (401, 403):
             audit_connection("denied", connection, level=logging.WARNING, event=event)
         return self._count(label, reply, failed), failed
@@ -304,11 +305,11 @@ class Runtime:
     def _count(self, label: str, reply: Any, failed: bool) -> Any:
         """Events by name and outcome, and error replies by status."""
         if not failed:
-            self.metrics.events.labels(label, "ok").inc()
+            self.metrics.count_event(label, "ok")
             return reply
         status = _status_of(reply)
         outcome = _OUTCOMES.get(status, "error") if status is not None else "error"
-        self.metrics.events.labels(label, outcome).inc()
+        self.metrics.count_event(label, outcome)
         self.metrics.errors.labels(str(status)).inc()
         return reply
 
@@ -322,8 +323,9 @@ class Runtime:
         self.limits.connections.release(connection.principal.sub)
         self.limits.events.forget(connection.id)
         spec = self.registry[connection.namespace]
-        self.metrics.connections.labels(connection.namespace, connection.transport.name).dec()
-        self.metrics.disconnects.labels(reason).inc()
+        metrics = self.metrics
+        metrics.child(metrics.connections, connection.namespace, connection.transport.name).dec()
+        metrics.child(metrics.disconnects, reason).inc()
         audit(
             "disconnected",
             conn_id=connection.id,

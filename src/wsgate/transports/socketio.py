@@ -12,15 +12,29 @@ object (through its ack, or as an ``exception`` event) and never decoded.
 Engine.IO's own ``max_http_buffer_size`` is set to twice that as the hard
 cap: a message beyond it is not even read, and Engine.IO closes the
 connection (a polling POST gets HTTP 413).
+
+Performance (issue 5, measured in bench/README.md): Socket.IO packets are
+JSON-encoded with orjson (the standard library stays the fallback for what
+orjson refuses), and a broadcast is encoded once and put straight on each
+recipient's Engine.IO send queue, where python-socketio would start one task
+per recipient. Events still run in a task each (Engine.IO's
+``async_handlers``): a slow handler must not hold up its client's next events.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
+import re
+import time
 from typing import Any
 
+import engineio
+import orjson
 import socketio
+from engineio import packet as eio_packet
 from socketio import packet
 
 from wsgate.core.connection import Connection
@@ -37,6 +51,71 @@ HARD_CAP_FACTOR = 2
 
 _HEADER_SCAN = 256
 """How far into an oversize packet to look for the start of its JSON data."""
+
+
+class FastJson:
+    """The ``json`` module python-socketio calls, backed by orjson.
+
+    Every answer is the standard library's, which python-socketio used
+    before: orjson refuses integers beyond 64 bits, strings holding lone
+    surrogates, non-string keys, and (on input) ``NaN``/``Infinity``, and for
+    those the standard library answers instead. One difference would be
+    silent: orjson reads an integer beyond 64 bits as a float, so input with
+    a run of 19 or more digits (rare: ids and timestamps are shorter) is left
+    to the standard library. orjson writes non-ASCII characters as UTF-8
+    rather than ``\\u`` escapes: the same JSON value in fewer bytes, as the
+    /ws transport already sends.
+    """
+
+    @staticmethod
+    def dumps(obj: Any, **kwargs: Any) -> str:
+        try:
+            return orjson.dumps(obj).decode()
+        except TypeError:  # orjson.JSONEncodeError is a TypeError
+            return json.dumps(obj, **kwargs)
+
+    @staticmethod
+    def loads(text: str | bytes, **kwargs: Any) -> Any:
+        if _LONG_DIGITS.search(text if isinstance(text, str) else text.decode("utf-8", "replace")):
+            return json.loads(text, **kwargs)
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return json.loads(text, **kwargs)
+
+
+_LONG_DIGITS = re.compile(r"\d{19}")
+"""A digit run that may be an integer orjson would turn into a float (2**63 has 19 digits)."""
+
+
+class GatewayPacket(packet.Packet):  # type: ignore[misc]
+    """python-socketio's packet with orjson and a cheaper binary check.
+
+    Passed as the server's ``serializer`` (its documented way to swap the
+    packet class), so the JSON choice stays on this server and does not leak
+    into other python-socketio servers in the process.
+    """
+
+    json = FastJson
+
+    @classmethod
+    def data_is_binary(cls, data: Any) -> bool:
+        """Same answer as python-socketio's, without building a list per level.
+
+        The stock version walks the whole structure through
+        ``functools.reduce`` over a list it allocates for every container;
+        replies and broadcasts are checked on every packet.
+        """
+        kind = type(data)
+        if kind is str or kind is int or kind is float or kind is bool or data is None:
+            return False
+        if isinstance(data, bytes | bytearray):
+            return True
+        if isinstance(data, list):
+            return any(cls.data_is_binary(item) for item in data)
+        if isinstance(data, dict):
+            return any(cls.data_is_binary(item) for item in data.values())
+        return False
 
 
 class SocketIOTransport:
@@ -66,6 +145,7 @@ class SocketIOTransport:
             cors_credentials=True,
             max_http_buffer_size=HARD_CAP_FACTOR * max_message_bytes,
             client_manager=client_manager,
+            serializer=GatewayPacket,
             logger=False,
             engineio_logger=False,
         )
@@ -130,17 +210,19 @@ class SocketIOTransport:
         if ack_id is not None:
             await self.sio.send_ack(eio_sid, namespace, ack_id, reply)
         elif failed:
-            await self.sio.emit("exception", reply, to=sid, namespace=namespace)
+            await self.send(sid, namespace, "exception", reply)
 
     # -- TransportLink: calls from the core -------------------------------------------
 
     async def send(self, conn_id: str, namespace: str, event: str, data: Any) -> None:
-        await self.sio.emit(event, data, to=conn_id, namespace=namespace)
+        # A Socket.IO sid is also the name of its own room: the broadcast path
+        # reaches exactly that connection, without emit's task per recipient.
+        await self.sio.broadcast(event, data, namespace=namespace, room=conn_id, skip=None)
 
     async def broadcast(
         self, namespace: str, event: str, data: Any, *, room: str | None, skip: str | None
     ) -> None:
-        await self.sio.emit(event, data, to=room, namespace=namespace, skip_sid=skip)
+        await self.sio.broadcast(event, data, namespace=namespace, room=room, skip=skip)
 
     async def enter_room(self, conn_id: str, namespace: str, room: str) -> None:
         await self.sio.enter_room(conn_id, room, namespace=namespace)
@@ -225,6 +307,64 @@ class _GatewaySocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
         except ValueError:
             return None
         return head.namespace, head.id
+
+    async def broadcast(
+        self, event: str, data: Any, *, namespace: str, room: str | None, skip: str | None
+    ) -> None:
+        """``emit`` to a room or a namespace: one encode, then a queue put per recipient.
+
+        python-socketio's ``AsyncManager.emit`` already encodes once, but
+        then starts one task per recipient (``_send_eio_packet``) and waits
+        for them all; at 1,000 members that is 1,000 tasks per message and a
+        third of the CPU in the garbage collector (bench/profile_baseline.md).
+        Here the already-encoded Engine.IO packet goes straight onto each
+        recipient's send queue, which is all ``AsyncSocket.send`` does on its
+        normal path: the socket's own writer (websocket) or its next poll
+        (long-polling) delivers it, in order with everything else queued for
+        that socket. Recipients come from python-socketio's manager, so room
+        membership stays its business.
+
+        Falls back to ``emit`` whenever this shortcut would not be exactly
+        what ``emit`` does: another client manager (e.g. a pub/sub manager,
+        which also publishes to other servers) or a packet with binary
+        attachments (several Engine.IO packets per message).
+        """
+        manager = self.manager
+        if type(manager) is not socketio.AsyncManager:
+            await self.emit(event, data, to=room, namespace=namespace, skip_sid=skip)
+            return
+        if namespace not in manager.rooms:
+            return
+        if isinstance(data, tuple):
+            args = [event, *data]
+        elif data is not None:
+            args = [event, data]
+        else:
+            args = [event]
+        encoded = self.packet_class(packet.EVENT, namespace=namespace, data=args).encode()
+        if not isinstance(encoded, str):
+            await self.emit(event, data, to=room, namespace=namespace, skip_sid=skip)
+            return
+        message = eio_packet.Packet(eio_packet.MESSAGE, encoded)
+        sockets = self.eio.sockets
+        ping_timeout = self.eio.ping_timeout
+        now = time.time()
+        late: list[Any] = []
+        for sid, eio_sid in manager.get_participants(namespace, room):
+            if sid == skip:
+                continue
+            socket = sockets.get(eio_sid)
+            if socket is None or socket.closed:
+                continue  # send_packet drops these too ("Session not found")
+            last_ping = socket.last_ping
+            if last_ping and now - last_ping > ping_timeout:
+                # The client missed its ping: AsyncSocket.send closes it; let it.
+                late.append(socket)
+                continue
+            socket.queue.put_nowait(message)  # an unbounded asyncio.Queue
+        for socket in late:
+            with contextlib.suppress(engineio.exceptions.SocketIsClosedError):
+                await socket.send(message)
 
     async def send_ack(self, eio_sid: str, namespace: str, ack_id: int, reply: Any) -> None:
         await self._send_packet(
