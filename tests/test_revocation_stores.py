@@ -422,3 +422,105 @@ async def test_redis_watch_reports_a_lost_subscription(
         with pytest.raises(StoreUnavailable):
             async with asyncio.timeout(DELIVERY):
                 await pending
+
+
+# SQLite's in-memory mirror (issue 5): lookups without a query while a watch is live
+
+
+async def test_sqlite_mirror_answers_exactly_as_the_database(tmp_path: Path) -> None:
+    store = SqliteRevocationStore(tmp_path / "m.db", mirror_stale_after=3600)
+    now = time.time()
+    try:
+        await store.revoke_jti("old-jti", expires_at=now + 600)
+        await store.revoke_sub("old-sub", expires_at=now + 600, at=now - 10)
+        await store.revoke_jti("expired-jti", expires_at=now - 1)
+        async with store.watch():
+            assert store.mirror_live, "a started watch loads the active revocations"
+            # Written while the watch is live: in the mirror before revoke_* returns.
+            await store.revoke_jti("new-jti", expires_at=now + 600)
+            await store.revoke_sub("new-sub", expires_at=now + 600, at=now)
+            await store.revoke_sub("new-sub", expires_at=now + 300, at=now - 100)
+            cases = [
+                (sub, jti, iat)
+                for sub in ("old-sub", "new-sub", "someone")
+                for jti in ("old-jti", "new-jti", "expired-jti", "other", None)
+                for iat in (None, now - 200, now - 50, now - 5, now + 5)
+            ]
+            mirrored = [await store.is_revoked(sub=s, jti=j, issued_at=i) for s, j, i in cases]
+            database = [await store._call(store._is_revoked, s, j, i) for s, j, i in cases]
+        assert mirrored == database
+        assert any(mirrored) and not all(mirrored)
+    finally:
+        await store.aclose()
+
+
+async def test_sqlite_mirror_is_used_only_while_a_watch_is_live(tmp_path: Path) -> None:
+    store = SqliteRevocationStore(tmp_path / "m.db", poll_interval=0.05)
+    queries = 0
+    original = store._is_revoked
+
+    def counting(*args: object) -> bool:
+        nonlocal queries
+        queries += 1
+        return original(*args)  # type: ignore[arg-type]
+
+    store._is_revoked = counting  # type: ignore[method-assign]
+    try:
+        assert not await store.is_revoked(sub="a", jti="j", issued_at=None)
+        assert queries == 1, "without a watch every lookup asks SQLite"
+        async with store.watch():
+            assert not await store.is_revoked(sub="a", jti="j", issued_at=None)
+            await store.revoke_jti("j", expires_at=time.time() + 60)
+            assert await store.is_revoked(sub="a", jti="j", issued_at=None)
+            assert queries == 1, "with a live watch the mirror answers"
+        assert not store.mirror_live
+        assert await store.is_revoked(sub="a", jti="j", issued_at=None)
+        assert queries == 2, "a closed watch sends lookups back to SQLite"
+    finally:
+        await store.aclose()
+
+
+async def test_sqlite_mirror_learns_other_handles_revocations_through_the_watch(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "m.db"
+    store, other = SqliteRevocationStore(path, poll_interval=0.05), SqliteRevocationStore(path)
+    try:
+        async with store.watch() as revocations:
+            await other.revoke_sub("bob", expires_at=time.time() + 60)
+            async with asyncio.timeout(DELIVERY):
+                seen = await anext(revocations)
+            assert seen.value == "bob"
+            assert store.mirror_live
+            assert await store.is_revoked(sub="bob", jti=None, issued_at=None)
+    finally:
+        await store.aclose()
+        await other.aclose()
+
+
+async def test_sqlite_mirror_fails_closed_when_the_watch_fails(tmp_path: Path) -> None:
+    store = SqliteRevocationStore(tmp_path / "m.db", poll_interval=0.05, mirror_stale_after=3600)
+    try:
+        async with store.watch() as revocations:
+            assert store.mirror_live
+            assert not await store.is_revoked(sub="a", jti="j", issued_at=None)
+
+            async def broken(*args: object, **kwargs: object) -> object:
+                raise sqlite3.OperationalError("disk I/O error")
+
+            store._thread.run = broken  # type: ignore[method-assign]
+            with pytest.raises(StoreUnavailable):
+                await anext(revocations)
+            # The watch is blind now: the mirror may miss revocations, so it is
+            # not believed, and SQLite (broken) refuses to answer.
+            assert not store.mirror_live
+            with pytest.raises(StoreUnavailable):
+                await store.is_revoked(sub="a", jti="j", issued_at=None)
+    finally:
+        store._closed = True  # the thread's run is broken; skip the orderly close
+        store._thread.shutdown()
+
+
+def test_sqlite_mirror_stale_after_must_be_a_duration(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        SqliteRevocationStore(tmp_path / "m.db", mirror_stale_after=float("nan"))
