@@ -201,3 +201,23 @@ def test_size_check_counts_utf8_bytes() -> None:
     assert utf8_size_over("é" * 60, 100)  # 120 bytes in 60 code points
     assert not utf8_size_over("é" * 50, 100)
     assert utf8_size_over(b"x" * 101, 100)
+
+
+def test_rate_limiter_is_a_moving_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``2 * rate`` events in any 2 s: a full burst waits until its oldest event is 2 s old."""
+    clock = [1000.0]
+    monkeypatch.setattr("wsgate.security.limits.time.monotonic", lambda: clock[0])
+    limiter = EventRateLimiter(2)  # 4 events per 2 s
+    for at in (0.0, 0.5, 1.0, 1.5):
+        clock[0] = 1000.0 + at
+        assert limiter.allow("c")
+    clock[0] = 1001.9
+    assert not limiter.allow("c"), "4 events in the last 2 s"
+    clock[0] = 1002.0
+    assert not limiter.allow("c"), "the first event is exactly 2 s old: it still counts"
+    clock[0] = 1002.01
+    assert limiter.allow("c"), "the first event left the window"
+    assert not limiter.allow("c"), "refused events are not counted, but the window is full"
+    clock[0] = 1010.0
+    assert all(limiter.allow("c") for _ in range(4))
+    assert not limiter.allow("c")
