@@ -38,6 +38,7 @@ from engineio import packet as eio_packet
 from socketio import packet
 
 from wsgate.core.connection import Connection
+from wsgate.transports.engineio_session import drop_session
 from wsgate.core.handshake import Handshake
 from wsgate.core.runtime import Runtime
 from wsgate.errors import ConnectionRefused
@@ -231,8 +232,17 @@ class SocketIOTransport:
         await self.sio.leave_room(conn_id, room, namespace=namespace)
 
     async def close(self, conn_id: str, namespace: str, reason: str) -> None:
+        """Disconnect the namespace; the transport goes too once no namespace is left.
+
+        A well-behaved client closes its transport after its last namespace
+        was disconnected; one that does not would otherwise keep an idle
+        Engine.IO session open for as long as it answers pings.
+        """
         self._close_reasons[conn_id] = reason
+        eio_sid = self.sio.manager.eio_sid_from_sid(conn_id, namespace)
         await self.sio.disconnect(conn_id, namespace=namespace)
+        if eio_sid is not None and not self.sio.has_namespace(eio_sid):
+            await drop_session(self.sio.eio, eio_sid, "server_disconnect")
 
     def connection(self, conn_id: str) -> Connection | None:
         return self.runtime.server.connections.get(conn_id)
@@ -384,17 +394,21 @@ class _GatewaySocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
             handle.cancel()
         await super()._handle_eio_disconnect(eio_sid, reason)
 
-    def _deadline_passed(self, eio_sid: str) -> None:
-        """A transport that has not connected any namespace by the deadline is closed."""
-        self._deadlines.pop(eio_sid, None)
-        if eio_sid not in self.environ:
-            return
+    def has_namespace(self, eio_sid: str) -> bool:
+        """Whether the Engine.IO session still has a connected namespace."""
         for namespace in self._transport.runtime.namespaces():
             sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
             if sid is not None and self.manager.is_connected(sid, namespace):
-                return
+                return True
+        return False
+
+    def _deadline_passed(self, eio_sid: str) -> None:
+        """A transport that has not connected any namespace by the deadline is closed."""
+        self._deadlines.pop(eio_sid, None)
+        if eio_sid not in self.environ or self.has_namespace(eio_sid):
+            return
         log.info("closing Engine.IO session %s: no namespace connected in time", eio_sid)
-        task = asyncio.ensure_future(self.eio.disconnect(eio_sid))
+        task = asyncio.ensure_future(drop_session(self.eio, eio_sid, "connect_timeout"))
         task.add_done_callback(_log_failure)
 
 
