@@ -30,3 +30,16 @@ async def drop_session(eio: Any, eio_sid: str, reason: str) -> None:
         eio.sockets.pop(eio_sid, None)
         # A None in the queue ends the websocket writer, which then closes the socket.
         socket.queue.put_nowait(None)
+
+
+def release_pending_poll(eio: Any, eio_sid: str) -> None:
+    """Answer a long-poll still waiting on a session that just closed.
+
+    When a polling client closes its session, Engine.IO aborts it without
+    queueing anything, so the client's outstanding GET hangs until the next
+    ping interval (25 s) and keeps the HTTP connection busy. An end marker in
+    the queue answers it at once (the websocket writer treats it the same way).
+    """
+    socket = eio.sockets.get(eio_sid)
+    if socket is not None:
+        socket.queue.put_nowait(None)

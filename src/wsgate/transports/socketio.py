@@ -38,12 +38,12 @@ from engineio import packet as eio_packet
 from socketio import packet
 
 from wsgate.core.connection import Connection
-from wsgate.transports.engineio_session import drop_session
 from wsgate.core.handshake import Handshake
 from wsgate.core.runtime import Runtime
 from wsgate.errors import ConnectionRefused
 from wsgate.security.limits import utf8_size_over
 from wsgate.security.origin import OriginPolicy
+from wsgate.transports.engineio_session import drop_session, release_pending_poll
 
 log = logging.getLogger("wsgate.socketio")
 
@@ -393,6 +393,7 @@ class _GatewaySocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
         if handle is not None:
             handle.cancel()
         await super()._handle_eio_disconnect(eio_sid, reason)
+        release_pending_poll(self.eio, eio_sid)
 
     def has_namespace(self, eio_sid: str) -> bool:
         """Whether the Engine.IO session still has a connected namespace."""
