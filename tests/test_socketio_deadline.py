@@ -80,3 +80,27 @@ async def test_a_session_the_server_ends_closes_the_transport_too() -> None:
                     frames.append(str(await asyncio.wait_for(ws.recv(), 4)))
             assert '42["auth:expired"' in "".join(frames)
             assert ws.close_code is not None
+
+
+async def test_a_client_that_stops_answering_pings_is_closed_and_released() -> None:
+    """Without a per-poll timer, dead clients are still found: by Engine.IO's ping check."""
+    port = free_port()
+    app = App([Chat()], settings_for(port))
+    app.socketio.sio.eio.ping_interval = 0.3
+    app.socketio.sio.eio.ping_timeout = 0.3
+    async with serve(app, port) as url:
+        ws_url = url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+        async with websockets.connect(ws_url, ping_interval=None) as ws:
+            await asyncio.wait_for(ws.recv(), 2)
+            await ws.send("40" + json.dumps({"token": make_token()}))
+            assert str(await asyncio.wait_for(ws.recv(), 2)).startswith("40")
+            assert len(app.server.connections) == 1
+            with contextlib.suppress(websockets.ConnectionClosed):
+                for _ in range(20):  # read the server's pings, never answer them
+                    await asyncio.wait_for(ws.recv(), 3)
+            assert ws.close_code is not None
+        for _ in range(50):
+            if not app.server.connections:
+                break
+            await asyncio.sleep(0.05)
+        assert app.server.connections == {}

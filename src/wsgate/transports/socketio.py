@@ -43,7 +43,11 @@ from wsgate.core.runtime import Runtime
 from wsgate.errors import ConnectionRefused
 from wsgate.security.limits import utf8_size_over
 from wsgate.security.origin import OriginPolicy
-from wsgate.transports.engineio_session import drop_session, release_pending_poll
+from wsgate.transports.engineio_session import (
+    drop_session,
+    install_fast_poll,
+    release_pending_poll,
+)
 
 log = logging.getLogger("wsgate.socketio")
 
@@ -383,6 +387,9 @@ class _GatewaySocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
 
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
         await super()._handle_eio_connect(eio_sid, environ)
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is not None:
+            install_fast_poll(socket)
         loop = asyncio.get_running_loop()
         self._deadlines[eio_sid] = loop.call_later(
             self._transport.connect_timeout, self._deadline_passed, eio_sid
