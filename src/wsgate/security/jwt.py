@@ -35,6 +35,7 @@ from typing import Any, Final, Literal, TypeAlias
 
 import httpx
 import jwt
+from jwt.algorithms import get_default_algorithms
 
 from wsgate.errors import ConfigurationError, TokenError
 from wsgate.principal import Principal
@@ -177,6 +178,7 @@ class TokenVerifier:
             raise ConfigurationError(
                 "no JWT key configured: set a secret (HMAC), a public key, or a JWKS URL"
             )
+        self._prepared = self._prepare_static_keys()
 
         required = ["exp", "sub"]
         if config.require_jti:
@@ -229,7 +231,7 @@ class TokenVerifier:
             key = await self._jwks.key_for(header.get("kid"), header["alg"])
         else:
             assert self._static_key is not None
-            key = self._static_key
+            key = self._prepared.get(header["alg"], self._static_key)
 
         try:
             payload = jwt.decode(
@@ -255,6 +257,23 @@ class TokenVerifier:
             self._cache.put(cache_key, principal, valid_until)
             return private_copy(principal)
         return principal
+
+    def _prepare_static_keys(self) -> dict[str, jwt.PyJWK]:
+        """The static key once per allowed algorithm, as PyJWT's prepared key.
+
+        Given raw key material, PyJWT prepares it again on every decode (for
+        an HMAC secret that includes regex checks that it is not a PEM or SSH
+        key): a few percent of a handshake. A ``PyJWK`` is prepared once and
+        binds its algorithm, which PyJWT then enforces against the header.
+        """
+        if self._static_key is None:
+            return {}
+        prepared: dict[str, jwt.PyJWK] = {}
+        for alg in self._algorithms:
+            algorithm = get_default_algorithms()[alg]
+            jwk = algorithm.to_jwk(algorithm.prepare_key(self._static_key), as_dict=True)
+            prepared[alg] = jwt.PyJWK(jwk, algorithm=alg)
+        return prepared
 
     def _check_header(self, token: str, use: TokenUse) -> dict[str, Any]:
         """Cheap checks on the (still untrusted) header, before any crypto."""
