@@ -3,6 +3,7 @@
 
     python3 dev.py demo   # install into .venv, then run `wsgate demo` on 127.0.0.1:8000
     python3 dev.py test   # install into .venv (with test extras), then lint, type-check, test
+    python3 dev.py bench  # install, then bench/run.py (pass --quick etc.; needs Node.js + npm)
 
 A stamp file holding a hash of pyproject.toml skips reinstalling when nothing
 changed, so both commands are fast the second time.
@@ -61,8 +62,13 @@ def test(args: list[str]) -> None:
     run(PYTHON, "-m", "pytest", *(args or ["-q"]))
 
 
+def bench(args: list[str]) -> None:
+    ensure_installed("bench")
+    run(PYTHON, "bench/run.py", *args)
+
+
 def main() -> None:
-    commands = {"demo": demo, "test": test}
+    commands = {"demo": demo, "test": test, "bench": bench}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     try:
