@@ -25,6 +25,7 @@ from wsgate.security.jwt import JwtConfig, TokenIssuer, TokenVerifier
 from wsgate.security.limits import Limits, LimitSettings
 from wsgate.security.origin import OriginPolicy
 from wsgate.settings import Settings
+from wsgate.stores.redis_counter import RedisConnectionCounter
 from wsgate.stores.revocation import RevocationStore
 from wsgate.transports.socketio import SocketIOTransport
 from wsgate.transports.websocket import WebSocketTransport
@@ -64,6 +65,13 @@ class App:
         self.verifier: Verifier = verifier or TokenVerifier(
             jwt_config(self.settings, require_jti=revocations is not None)
         )
+        # With Redis the per-user connection cap holds across every node; its
+        # lease renewal starts and stops with the runtime, like the bus.
+        shared_slots = (
+            RedisConnectionCounter(self.settings.redis_url, self.settings.max_connections_per_user)
+            if self.settings.redis_url
+            else None
+        )
         self.runtime = Runtime(
             build_registry(gateways),
             verifier=self.verifier,
@@ -77,7 +85,8 @@ class App:
                     max_message_bytes=self.settings.max_message_bytes,
                     max_connections_per_user=self.settings.max_connections_per_user,
                     max_pending_handshakes=self.settings.max_pending_handshakes,
-                )
+                ),
+                connections=shared_slots,
             ),
             leeway=self.settings.jwt_leeway,
             expiry_grace=self.settings.expiry_grace,

@@ -64,7 +64,9 @@ class Settings(BaseSettings):
         1000, ge=1, description="handshakes in flight before new ones are refused"
     )
     database: Path = Field(Path("wsgate-demo.db"), description="SQLite file: users, revocations")
-    redis_url: str | None = Field(None, description="share fan-out and revocation via Redis")
+    redis_url: str | None = Field(
+        None, description="share fan-out, revocation and connection caps via Redis"
+    )
     secure_cookies: bool = Field(False, description="mark cookies Secure (behind TLS)")
 
     allow_query_token: bool = Field(

@@ -93,11 +93,12 @@ class Runtime:
         )
 
     def start(self) -> None:
-        """Start the background work (revocation follower, cross-node bus); idempotent."""
+        """Start the background work (revocation follower, bus, connection leases); idempotent."""
         if self.follower is not None:
             self.follower.ensure_started()
         if self.server.bus is not None:
             self.server.bus.start(self.server.deliver_locally)
+        self.limits.connections.start()
 
     async def aclose(self) -> None:
         """Stop the background work; live connections are the transports' to close."""
@@ -105,6 +106,7 @@ class Runtime:
             await self.follower.aclose()
         if self.server.bus is not None:
             await self.server.bus.aclose()
+        await self.limits.connections.aclose()
 
     def namespaces(self) -> list[str]:
         return list(self.registry)
@@ -174,18 +176,25 @@ class Runtime:
         )
         ctx = Context(connection, self.server)
         await self._check_connect_guards(spec, ctx)
-        counter = self.limits.connections
-        if not counter.acquire(principal.sub):
+        slots = self.limits.connections
+        try:
+            taken = await slots.acquire(principal.sub, conn_id)
+        except StoreUnavailable:
+            log.error("connection count store unavailable; refusing the connection")
+            raise TokenError(
+                "unauthorized", "Session cannot be checked now", "store_unavailable"
+            ) from None
+        if not taken:
             self.metrics.limit_hits.labels("connections_per_user").inc()
             raise LimitExceeded(
-                f"At most {counter.limit} connections per user", "max_connections_per_user"
+                f"At most {slots.limit} connections per user", "max_connections_per_user"
             )
         self.server.connections[conn_id] = connection
         try:
             await spec.gateway.on_connect(ctx)
         except BaseException as exc:
             self.server.connections.pop(conn_id, None)
-            counter.release(principal.sub)
+            await slots.release(principal.sub, conn_id)
             if isinstance(exc, ConnectionRefused) or not isinstance(exc, Exception):
                 raise
             raise _refusal_from(exc, spec) from None
@@ -320,8 +329,8 @@ class Runtime:
         connection.closed = True
         self.server.connections.pop(connection.id, None)
         self.sessions.disarm(connection)
-        self.limits.connections.release(connection.principal.sub)
         self.limits.events.forget(connection.id)
+        await self.limits.connections.release(connection.principal.sub, connection.id)
         spec = self.registry[connection.namespace]
         metrics = self.metrics
         metrics.child(metrics.connections, connection.namespace, connection.transport.name).dec()

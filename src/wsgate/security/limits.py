@@ -1,13 +1,15 @@
-"""Per-node limits: event rate per connection, connections per user, handshakes in flight.
+"""Limits: event rate per connection, connections per user, handshakes in flight.
 
 Each limit is a small object with a yes/no question and a way to give back
 what was taken; the :class:`~wsgate.core.runtime.Runtime` asks them, so
 every transport is limited alike. Nothing here knows about sockets.
 
-Why per node: the event rate is a property of one connection, which lives on
-one node, so sharing it through Redis would only add a round trip per event.
-The connection count per user is per node too (a user may hold up to the
-limit on each node); sharing it is future work, noted in docs/session-model.md.
+The event rate is a property of one connection, which lives on one node, so
+it stays in memory: sharing it through Redis would only add a round trip per
+event. The connection count per user is :class:`ConnectionSlots`: in memory
+(:class:`LocalConnectionSlots`, one node) by default, or shared by every node
+through Redis (:class:`~wsgate.stores.redis_counter.RedisConnectionCounter`)
+when ``redis_url`` is set.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Protocol
 
 from wsgate.errors import ConnectionRefused
 
@@ -117,6 +120,65 @@ class ConnectionCounter:
         return self._counts.get(sub, 0)
 
 
+class ConnectionSlots(Protocol):
+    """Connections per ``sub``, as the runtime asks: one slot per admitted connection.
+
+    ``acquire`` may raise :class:`~wsgate.stores.revocation.StoreUnavailable`
+    when a shared count cannot be read; the runtime then refuses the
+    connection (fail closed). ``release`` never raises.
+    """
+
+    limit: int
+
+    async def acquire(self, sub: str, conn_id: str) -> bool:
+        """Take a slot for connection ``conn_id`` of ``sub``; False when ``sub`` is at the limit."""
+        ...
+
+    async def release(self, sub: str, conn_id: str) -> None:
+        """Give back the slot of ``conn_id`` (a no-op when it holds none)."""
+        ...
+
+    def start(self) -> None:
+        """Start background work, if any; idempotent, called from a running loop."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop background work, if any."""
+        ...
+
+
+class LocalConnectionSlots:
+    """:class:`ConnectionSlots` on this node only: a :class:`ConnectionCounter`, no I/O.
+
+    Its coroutines never suspend, so the connect and disconnect paths pay no
+    event-loop round trip for them.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.counter = ConnectionCounter(limit)
+        self.limit = limit
+        self._held: set[str] = set()
+
+    async def acquire(self, sub: str, conn_id: str) -> bool:
+        if conn_id in self._held:
+            return True
+        if not self.counter.acquire(sub):
+            return False
+        self._held.add(conn_id)
+        return True
+
+    async def release(self, sub: str, conn_id: str) -> None:
+        if conn_id in self._held:
+            self._held.discard(conn_id)
+            self.counter.release(sub)
+
+    def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
 class HandshakeGate:
     """At most ``limit`` handshakes being verified at once.
 
@@ -152,12 +214,22 @@ class LimitSettings:
 
 
 class Limits:
-    """Every per-node limit of one App, built from its settings."""
+    """Every limit of one App, built from its settings.
 
-    def __init__(self, config: LimitSettings | None = None) -> None:
+    ``connections`` replaces the in-memory count of connections per user,
+    e.g. with a Redis one shared by several nodes; its ``limit`` is its own.
+    """
+
+    def __init__(
+        self, config: LimitSettings | None = None, *, connections: ConnectionSlots | None = None
+    ) -> None:
         self.config = config if config is not None else LimitSettings()
         self.events = EventRateLimiter(self.config.rate_limit)
-        self.connections = ConnectionCounter(self.config.max_connections_per_user)
+        self.connections: ConnectionSlots = (
+            connections
+            if connections is not None
+            else LocalConnectionSlots(self.config.max_connections_per_user)
+        )
         self.handshakes = HandshakeGate(self.config.max_pending_handshakes)
 
     @property

@@ -8,6 +8,7 @@ the core or the transports.
 
 from wsgate.stores.memory import MemoryRevocationStore
 from wsgate.stores.redis import RedisRevocationStore
+from wsgate.stores.redis_counter import RedisConnectionCounter
 from wsgate.stores.revocation import (
     Revocation,
     RevocationStore,
@@ -19,6 +20,7 @@ from wsgate.stores.users import User, UserStore
 
 __all__ = [
     "MemoryRevocationStore",
+    "RedisConnectionCounter",
     "RedisRevocationStore",
     "Revocation",
     "RevocationStore",
