@@ -202,15 +202,7 @@ class Runtime:
         metrics = self.metrics
         metrics.child(metrics.connects, namespace, transport.name).inc()
         metrics.child(metrics.connections, namespace, transport.name).inc()
-        audit(
-            "connected",
-            conn_id=conn_id,
-            sub=principal.sub,
-            namespace=namespace,
-            transport=transport.name,
-            remote=handshake.remote_addr,
-            origin=origin,
-        )
+        audit_connection("connected", connection)
         return connection
 
     async def _verify_live(self, token: str) -> Principal:
@@ -335,16 +327,7 @@ class Runtime:
         metrics = self.metrics
         metrics.child(metrics.connections, connection.namespace, connection.transport.name).dec()
         metrics.child(metrics.disconnects, reason).inc()
-        audit(
-            "disconnected",
-            conn_id=connection.id,
-            sub=connection.principal.sub,
-            namespace=connection.namespace,
-            transport=connection.transport.name,
-            remote=connection.handshake.remote_addr,
-            origin=connection.handshake.origin,
-            reason=reason,
-        )
+        audit_connection("disconnected", connection, reason=reason)
         try:
             await spec.gateway.on_disconnect(Context(connection, self.server), reason)
         except Exception:
