@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from wsgate import Principal, TokenError
+from wsgate import ConfigurationError, Principal, TokenError
 from wsgate.security.cookies import parse_cookie_header
 from wsgate.security.jwt import TokenIssuer
 from wsgate.stores import RevocationStore, StoreUnavailable, UserStore
@@ -44,6 +44,10 @@ def error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"status": status, "code": code, "message": message}}, status)
 
 
+def login_disabled() -> JSONResponse:
+    return error(503, "login_unavailable", "Login is disabled: this server only verifies tokens")
+
+
 class DemoAuth:
     """Login, refresh and logout for the demo's SQLite users."""
 
@@ -56,7 +60,13 @@ class DemoAuth:
     def bind(self, app: App) -> None:
         """Use ``app``'s settings, key and verifier (the App is built after its routes)."""
         self._app = app
-        self._issuer = app.token_issuer()
+        try:
+            self._issuer = app.token_issuer()
+        except ConfigurationError as exc:
+            # Verify-only keys (a public key or JWKS without a private key):
+            # tokens come from the identity provider, so the demo cannot log in.
+            log.warning("demo login disabled: %s", exc)
+            self._issuer = None
 
     @property
     def app(self) -> App:
@@ -73,6 +83,8 @@ class DemoAuth:
     async def login(self, request: Request) -> Response:
         if refused := self._cross_origin(request):
             return refused
+        if self._issuer is None:
+            return login_disabled()
         body = await request.body()
         if len(body) > MAX_LOGIN_BODY:
             return error(413, "payload_too_large", "Request too large")
@@ -89,6 +101,8 @@ class DemoAuth:
     async def refresh(self, request: Request) -> Response:
         if refused := self._cross_origin(request):
             return refused
+        if self._issuer is None:
+            return login_disabled()
         token = parse_cookie_header(request.headers.get("cookie", "")).get(REFRESH_COOKIE)
         if not token:
             return error(401, "unauthorized", "No refresh token")
