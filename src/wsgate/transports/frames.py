@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from wsgate.transports.json_codec import loads_strict
+
 __all__ = [
     "MAX_EVENT_LENGTH",
     "MAX_ID",
@@ -66,8 +68,8 @@ def _valid_id(value: object) -> bool:
 def decode_frame(raw: str | bytes) -> Request | FrameError:
     """Decode one client frame; never raises, whatever ``raw`` holds."""
     try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        obj = loads_strict(raw)
+    except (ValueError, RecursionError):
         return FrameError(None, "Frame is not valid JSON")
     if not isinstance(obj, dict):
         return FrameError(None, "Frame must be a JSON object")
@@ -91,8 +93,8 @@ def auth_payload(raw: str | bytes) -> dict[str, Any] | None:
     by the core, which logs and counts it like any other.
     """
     try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        obj = loads_strict(raw)
+    except (ValueError, RecursionError):
         return None
     if not isinstance(obj, dict) or obj.get("type") != "auth":
         return None

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 from typing import Any
 
@@ -48,6 +47,7 @@ from wsgate.transports.engineio_session import (
     install_fast_poll,
     release_pending_poll,
 )
+from wsgate.transports.json_codec import has_long_integer
 
 log = logging.getLogger("wsgate.socketio")
 
@@ -81,7 +81,7 @@ class FastJson:
 
     @staticmethod
     def loads(text: str | bytes, **kwargs: Any) -> Any:
-        if _LONG_DIGITS.search(text if isinstance(text, str) else text.decode("utf-8", "replace")):
+        if has_long_integer(text):
             return json.loads(text, **kwargs)
         try:
             return orjson.loads(text)
@@ -89,7 +89,6 @@ class FastJson:
             return json.loads(text, **kwargs)
 
 
-_LONG_DIGITS = re.compile(r"\d{19}")
 """A digit run that may be an integer orjson would turn into a float (2**63 has 19 digits)."""
 
 
