@@ -73,6 +73,12 @@ class Refresher:
             raise Forbidden(refusal.message) from None
         if connection.ending is not None or connection.closed:
             raise unauthorized("unauthorized", "Session is closing")
+        try:
+            # Verified again (a cache hit) so that a revocation that landed
+            # while the guards ran is not missed before the swap.
+            principal = await self._verify(payload["token"])
+        except ConnectionRefused as refusal:
+            raise unauthorized(refusal.code, refusal.message) from None
         connection.principal = principal
         self._sessions.arm(connection)
         return principal

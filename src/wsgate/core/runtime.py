@@ -198,6 +198,15 @@ class Runtime:
             if isinstance(exc, ConnectionRefused) or not isinstance(exc, Exception):
                 raise
             raise _refusal_from(exc, spec) from None
+        try:
+            # A revocation that landed while this connect was being checked
+            # (guards, slot count, on_connect) came before the connection was
+            # registered, so the revocation follower could not see it: ask again.
+            await self._check_not_revoked(principal)
+        except ConnectionRefused:
+            self.server.connections.pop(conn_id, None)
+            await slots.release(principal.sub, conn_id)
+            raise
         self.sessions.arm(connection)
         metrics = self.metrics
         metrics.child(metrics.connects, namespace, transport.name).inc()
@@ -254,11 +263,15 @@ class Runtime:
     ) -> tuple[Any, bool]:
         """Run ``event`` for ``connection``: ``(ack data, failed)``; never raises.
 
-        The rate limit comes first, before even the event name is looked
-        up, so a flood costs the server as little as possible; then the
-        built-in ``auth:refresh``; then, during an expiry grace window,
+        A closing session runs nothing; then the rate limit, before any
+        handler work, so a flood costs the server as little as possible; then
+        the built-in ``auth:refresh``; then, during an expiry grace window,
         nothing else; then the gateway's handler.
         """
+        if connection.closed or connection.ending is not None:
+            # The transport may still hand over an event read before the close;
+            # a closed or closing session runs nothing and keeps no state.
+            return unauthorized("unauthorized", "Session is closing").to_payload(), True
         spec = self.registry[connection.namespace]
         handler = spec.handlers.get(event)
         # Unknown names are not used as metric labels: a client could

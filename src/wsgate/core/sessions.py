@@ -112,6 +112,10 @@ class Sessions:
         """
         if connection.closed or connection.ending is not None:
             return False
+        if reason == TOKEN_EXPIRED and connection.expiry_timer is not None:
+            # The timer fired, then an auth:refresh armed a new one before
+            # this task ran: the new token stands.
+            return False
         connection.ending = reason
         self.disarm(connection)
         # After a grace window the client was already told it expired.

@@ -87,6 +87,10 @@ class EventRateLimiter:
         hits.append(now)
         return True
 
+    def tracked(self) -> int:
+        """How many connections hold a window (memory must follow live connections)."""
+        return len(self._hits)
+
     def forget(self, conn_id: str) -> None:
         """Drop a closed connection's window, so memory follows live connections only."""
         self._hits.pop(conn_id, None)
