@@ -44,6 +44,43 @@ def error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"status": status, "code": code, "message": message}}, status)
 
 
+def spell_samesite(response: Response) -> Response:
+    """``SameSite=Lax`` as RFC 6265bis and the contract spell it (Starlette writes ``lax``).
+
+    Browsers compare case-insensitively; clients and checks that read the
+    header literally should see the standard spelling.
+    """
+    response.raw_headers = [
+        (name, value.replace(b"SameSite=lax", b"SameSite=Lax") if name == b"set-cookie" else value)
+        for name, value in response.raw_headers
+    ]
+    return response
+
+
+def store_down() -> JSONResponse:
+    """Fail closed, in the contract's error shape, when users or revocations cannot answer."""
+    return error(503, "unavailable", "Try again later")
+
+
+async def read_capped(request: Request, limit: int) -> bytes | None:
+    """The request body, or None once it passes ``limit`` bytes (nothing more is read).
+
+    ``request.body()`` would buffer whatever a client sends before any size
+    check: an unauthenticated endpoint must not let anyone fill the memory.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def login_disabled() -> JSONResponse:
     return error(503, "login_unavailable", "Login is disabled: this server only verifies tokens")
 
@@ -85,14 +122,17 @@ class DemoAuth:
             return refused
         if self._issuer is None:
             return login_disabled()
-        body = await request.body()
-        if len(body) > MAX_LOGIN_BODY:
+        body = await read_capped(request, MAX_LOGIN_BODY)
+        if body is None:
             return error(413, "payload_too_large", "Request too large")
         try:
             creds = Credentials.model_validate(json.loads(body or b"null"))
         except (ValueError, ValidationError):
             return error(400, "bad_request", 'Expected JSON {"username", "password"}')
-        user = await self.users.authenticate(creds.username, creds.password)
+        try:
+            user = await self.users.authenticate(creds.username, creds.password)
+        except StoreUnavailable:
+            return store_down()
         if user is None:
             log.info("login failed for a user name of length %d", len(creds.username))
             return error(401, "unauthorized", "Invalid username or password")
@@ -113,12 +153,15 @@ class DemoAuth:
         except TokenError as exc:
             return error(401, exc.code, exc.message)
         except StoreUnavailable:
-            return error(503, "unavailable", "Try again later")
-        user = await self.users.get(principal.sub)
-        if user is None:
-            return error(401, "unauthorized", "Unknown user")
-        # Rotate: the used refresh token is revoked, a new one is issued.
-        await self._revoke(principal)
+            return store_down()
+        try:
+            user = await self.users.get(principal.sub)
+            if user is None:
+                return error(401, "unauthorized", "Unknown user")
+            # Rotate: the used refresh token is revoked, a new one is issued.
+            await self._revoke(principal)
+        except StoreUnavailable:
+            return store_down()
         return self._session_response(request, user.name, user.roles)
 
     async def logout(self, request: Request) -> Response:
@@ -140,7 +183,7 @@ class DemoAuth:
             try:
                 await self._revoke(principal)
             except StoreUnavailable:
-                return error(503, "unavailable", "Logout could not be recorded; try again")
+                return store_down()
             if use == "access" and principal.jti:
                 await self.app.disconnect_token(principal.jti, reason="token_revoked")
             revoked += 1
@@ -152,7 +195,7 @@ class DemoAuth:
         response.delete_cookie(
             REFRESH_COOKIE, path="/auth", secure=secure, httponly=True, samesite="lax"
         )
-        return response
+        return spell_samesite(response)
 
     def _session_response(self, request: Request, sub: str, roles: tuple[str, ...]) -> Response:
         assert self._issuer is not None
@@ -183,7 +226,7 @@ class DemoAuth:
             samesite="lax",
             secure=secure,
         )
-        return response
+        return spell_samesite(response)
 
     def _secure(self, request: Request) -> bool:
         return self.app.settings.secure_cookies or request.url.scheme == "https"
