@@ -240,9 +240,31 @@ async def test_second_namespace_needs_a_token_too(transport: str, url: str) -> N
 
 
 async def test_unconfigured_namespace_is_refused(transport: str, url: str) -> None:
-    with pytest.raises(Refused):
+    with pytest.raises(Refused) as refused:
         async with connect(transport, url, token=make_token(), namespace="/forgotten"):
             pass
+    assert refused.value.code == "forbidden"
+
+
+async def test_class_public_does_not_cancel_method_roles() -> None:
+    @public
+    class Lobby(Gateway, namespace="/"):
+        @subscribe("hello")
+        async def hello(self, ctx: Context) -> str:
+            return "hi"
+
+        @roles("admin")
+        @subscribe("kick")
+        async def kick(self, ctx: Context) -> str:
+            return "kicked"
+
+    port = free_port()
+    async with serve(App([Lobby()], settings_for(port)), port) as base:
+        async with connect("socketio", base, token=make_token()) as c:
+            assert await c.call("hello") == "hi"
+            assert error_of(await c.call("kick"))["status"] == 403
+        async with connect("socketio", base, token=make_token(roles=["admin"])) as c:
+            assert await c.call("kick") == "kicked"
 
 
 @pytest.mark.parametrize("sub", ["bob", "carol"])

@@ -77,7 +77,7 @@ def _namespace_spec(gateway: Gateway) -> NamespaceSpec:
             event=event,
             call=getattr(gateway, name),
             body=_body_adapter(cls, member),
-            public=bool(_override(member, cls, metadata.PUBLIC_ATTR, False)),
+            public=_is_public(member, cls),
             roles=tuple(_override(member, cls, metadata.ROLES_ATTR, ())),
             guards=tuple(_override(member, cls, metadata.GUARDS_ATTR, ())),
             filters=tuple(metadata.read(member, metadata.FILTERS_ATTR, ())) + tuple(class_filters),
@@ -90,6 +90,20 @@ def _namespace_spec(gateway: Gateway) -> NamespaceSpec:
         connect_guards=tuple(metadata.read(cls, metadata.GUARDS_ATTR, ())),
         filters=tuple(class_filters),
     )
+
+
+def _is_public(method: object, cls: type) -> bool:
+    """``@public`` on the method, or on the class unless the method asks for roles itself.
+
+    A class-wide ``@public`` must not silently cancel an explicit
+    ``@roles(...)`` on one of its methods: that would fail open.
+    """
+    own = metadata.read(method, metadata.PUBLIC_ATTR, None)
+    if own is not None:
+        return bool(own)
+    if metadata.read(method, metadata.ROLES_ATTR, None) is not None:
+        return False
+    return bool(metadata.read(cls, metadata.PUBLIC_ATTR, False))
 
 
 def _override(method: object, cls: type, attr: str, default: Any) -> Any:

@@ -144,7 +144,9 @@ class SocketIOTransport:
         self.sio = _GatewaySocketIOServer(
             self,
             async_mode="asgi",
-            namespaces=runtime.namespaces(),
+            # Every namespace reaches the core, which refuses unknown ones with
+            # the contract's code (python-socketio's own answer carries none).
+            namespaces="*",
             cors_allowed_origins=origins.is_allowed,
             cors_credentials=True,
             max_http_buffer_size=HARD_CAP_FACTOR * max_message_bytes,
@@ -153,7 +155,7 @@ class SocketIOTransport:
             logger=False,
             engineio_logger=False,
         )
-        for namespace in runtime.namespaces():
+        for namespace in [*runtime.namespaces(), "*"]:
             self.sio.register_namespace(_LifecycleBridge(self, namespace))
         self.asgi = socketio.ASGIApp(self.sio, socketio_path=path)
         runtime.server.add_transport(self)
@@ -170,6 +172,13 @@ class SocketIOTransport:
         except ConnectionRefused as refusal:
             raise socketio.exceptions.ConnectionRefusedError(
                 refusal.message, {"code": refusal.code}
+            ) from None
+        except Exception:
+            # A bug (a custom verifier, a store raising something unexpected)
+            # refuses the connection; it must not leave the client hanging.
+            log.exception("admitting a Socket.IO connection failed; refusing it")
+            raise socketio.exceptions.ConnectionRefusedError(
+                "Connection refused", {"code": "forbidden"}
             ) from None
 
     async def on_disconnect(self, sid: str, reason: str) -> None:
@@ -259,10 +268,14 @@ class _LifecycleBridge(socketio.AsyncNamespace):  # type: ignore[misc]
         self.transport = transport
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
+        namespace = self.namespace
+        if namespace == "*":  # the catch-all gets the namespace as its first argument
+            namespace, *rest = args
+            args = tuple(rest)
         if event == "connect":
             sid, environ = args[0], args[1]
             auth = args[2] if len(args) > 2 else None
-            await self.transport.on_connect(sid, self.namespace, environ, auth)
+            await self.transport.on_connect(sid, namespace, environ, auth)
             return True
         if event == "disconnect":
             await self.transport.on_disconnect(args[0], args[1] if len(args) > 1 else "unknown")
