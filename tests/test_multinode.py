@@ -91,3 +91,28 @@ async def test_revocation_cuts_sockets_on_every_node(redis_url: str) -> None:
         with pytest.raises(Exception, match="token_revoked"):
             async with connect("socketio", node2, token=token):
                 pass
+
+
+async def test_the_bus_carries_what_orjson_cannot_encode(redis_url: str) -> None:
+    """An integer beyond 64 bits is valid JSON that orjson refuses: the bus falls back."""
+    channel = f"wsgate-test-{uuid.uuid4().hex}:broadcast"
+    sender, receiver = RedisBus(redis_url, channel=channel), RedisBus(redis_url, channel=channel)
+    received: asyncio.Queue[tuple[object, ...]] = asyncio.Queue()
+
+    async def deliver(*args: object) -> None:
+        received.put_nowait(args)
+
+    try:
+        receiver.start(deliver)
+        await asyncio.wait_for(receiver.wait_ready(), 5)
+        await sender.publish("/", "tally", {"count": 10**20 + 7}, "room:x", None)
+        assert await asyncio.wait_for(received.get(), 5) == (
+            "/",
+            "tally",
+            {"count": 10**20 + 7},
+            "room:x",
+            None,
+        )
+    finally:
+        await sender.aclose()
+        await receiver.aclose()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,8 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from wsgate.core.json_codec import loads_strict
 
 log = logging.getLogger("wsgate.bus")
 
@@ -52,9 +55,11 @@ class RedisBus:
     async def publish(
         self, namespace: str, event: str, data: Any, room: str | None, skip: str | None
     ) -> None:
-        message = orjson.dumps(
-            {"n": self.node_id, "ns": namespace, "e": event, "d": data, "r": room, "s": skip}
-        )
+        envelope = {"n": self.node_id, "ns": namespace, "e": event, "d": data, "r": room, "s": skip}
+        try:
+            message = orjson.dumps(envelope)
+        except TypeError:  # e.g. an integer beyond 64 bits, which the transports do send
+            message = json.dumps(envelope).encode()
         try:
             await self._redis.publish(self.channel, message)
         except RedisError as exc:
@@ -82,7 +87,7 @@ class RedisBus:
 
     async def _handle(self, raw: bytes) -> None:
         try:
-            message = orjson.loads(raw)
+            message = loads_strict(raw)
             if message["n"] == self.node_id or self._deliver is None:
                 return
             await self._deliver(

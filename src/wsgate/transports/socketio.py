@@ -38,6 +38,7 @@ from socketio import packet
 
 from wsgate.core.connection import Connection
 from wsgate.core.handshake import Handshake
+from wsgate.core.json_codec import has_long_integer
 from wsgate.core.runtime import Runtime
 from wsgate.errors import ConnectionRefused
 from wsgate.security.limits import utf8_size_over
@@ -47,7 +48,6 @@ from wsgate.transports.engineio_session import (
     install_fast_poll,
     release_pending_poll,
 )
-from wsgate.transports.json_codec import has_long_integer
 
 log = logging.getLogger("wsgate.socketio")
 
