@@ -114,3 +114,16 @@ async def test_admin_namespace_needs_exactly_the_admin_role(
         async with connect(transport, url, token=make_token(roles=roles), namespace="/admin"):
             pass
     assert refused.value.code in {"forbidden", "unauthorized"}
+
+
+async def test_rooms_per_connection_are_capped_and_leave_frees_one(transport: str) -> None:
+    port = free_port()
+    app = App([Chat(), Admin()], settings_for(port, max_rooms_per_connection=3))
+    async with serve(app, port) as base, connect(transport, base, token=make_token()) as c:
+        for name in ("a", "b", "c"):
+            assert await c.call("join", {"room": name}) == {"room": name}
+        assert await c.call("join", {"room": "a"}) == {"room": "a"}  # already in: no new room
+        assert status(await c.call("join", {"room": "d"})) == 429
+        assert await c.call("leave", {"room": "b"}) == {"room": "b"}
+        assert await c.call("join", {"room": "d"}) == {"room": "d"}
+        assert status(await c.call("say", {"room": "b", "text": "x"})) == 403  # left it

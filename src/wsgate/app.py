@@ -92,6 +92,7 @@ class App:
             expiry_grace=self.settings.expiry_grace,
         )
         self.server = self.runtime.server
+        self.server.max_rooms_per_connection = self.settings.max_rooms_per_connection
         if self.settings.redis_url:
             self.server.use_bus(RedisBus(self.settings.redis_url))
         self.socketio = SocketIOTransport(

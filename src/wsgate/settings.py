@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     )
     rate_limit: float = Field(50.0, gt=0, description="events per second per connection")
     max_connections_per_user: int = Field(20, ge=1, description="live connections per sub")
+    max_rooms_per_connection: int = Field(
+        100, ge=1, description="rooms one connection may be in at once"
+    )
     max_pending_handshakes: int = Field(
         1000, ge=1, description="handshakes in flight before new ones are refused"
     )

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from wsgate.core.connection import Connection, room_key
 from wsgate.core.handshake import Handshake
+from wsgate.errors import TooManyRequests
 from wsgate.principal import Principal
 
 if TYPE_CHECKING:
@@ -73,7 +74,12 @@ class Context:
         await self.server.send_to(self._connection, event, data)
 
     async def join(self, room: str) -> None:
+        """Enter ``room``; 429 past ``max_rooms_per_connection`` (each room costs memory)."""
         conn = self._connection
+        if room not in conn.rooms and len(conn.rooms) >= self.server.max_rooms_per_connection:
+            raise TooManyRequests(
+                f"At most {self.server.max_rooms_per_connection} rooms per connection"
+            )
         await conn.transport.enter_room(conn.id, conn.namespace, room_key(room))
         conn.rooms.add(room)
 

@@ -28,6 +28,7 @@ class Server:
         self._transports: list[TransportLink] = []
         self.connections: dict[str, Connection] = {}
         self.bus: RedisBus | None = None
+        self.max_rooms_per_connection = 100
 
     def add_transport(self, transport: TransportLink) -> None:
         self._transports.append(transport)

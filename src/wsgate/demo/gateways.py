@@ -66,6 +66,11 @@ class Chat(Basics, namespace="/"):
         await ctx.join(body.room)
         return {"room": body.room}
 
+    @subscribe("leave")
+    async def leave(self, ctx: Context, body: RoomBody) -> dict[str, str]:
+        await ctx.leave(body.room)
+        return {"room": body.room}
+
     @subscribe("say")
     async def say(self, ctx: Context, body: SayBody) -> dict[str, bool]:
         if body.room not in ctx.rooms:
