@@ -519,6 +519,26 @@ async def test_stale_key_set_is_refetched(
     assert server.hits["jwks"] == 2
 
 
+async def test_cached_verdicts_do_not_outlive_a_withdrawn_key(
+    server: JwksServer,
+    make_verifier: VerifierFactory,
+    rsa_a: Any,
+    rsa_b: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same token, cached as verified, is refused once its key left the JWKS."""
+    monkeypatch.setattr(jwks_module, "JWKS_MAX_AGE", 0.2)
+    server.jwks = {"keys": [jwk(rsa_a, "a")]}
+    verifier = make_verifier(jwks_min_refresh_interval=0.1)
+    cached = token(rsa_a, "a")
+    await verifier.verify(cached)
+    await verifier.verify(cached)  # a cache hit: no fetch, no signature check
+    assert server.hits["jwks"] == 1
+    server.jwks = {"keys": [jwk(rsa_b, "b")]}  # key a withdrawn
+    await asyncio.sleep(0.25)
+    assert (await refused(verifier.verify(cached))).reason == "unknown_kid"
+
+
 # --------------------------------------------------------------------------
 # client ownership
 # --------------------------------------------------------------------------

@@ -104,15 +104,20 @@ class JwksKeys:
         self._keys: dict[tuple[str | None, str], jwt.PyJWK] = {}
         self._kids: set[str | None] = set()
         self._distinct = 0
+        self.generation = 0
+        """Bumped on every successful load, so caches of verified tokens can follow key changes."""
         self._last_attempt: float | None = None
         self._loaded_at: float | None = None
         self._last_ok = False
         self._inflight: asyncio.Task[bool] | None = None
 
+    def is_stale(self) -> bool:
+        """Whether the key set is due for a reload (never loaded, or older than JWKS_MAX_AGE)."""
+        return self._loaded_at is None or time.monotonic() - self._loaded_at > JWKS_MAX_AGE
+
     async def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
         """The key for this token header, refetching (rarely) when unknown."""
-        now = time.monotonic()
-        if self._loaded_at is None or now - self._loaded_at > JWKS_MAX_AGE:
+        if self.is_stale():
             await self._refresh()
         key = self._lookup(kid, alg)
         if key is not None:
@@ -181,6 +186,7 @@ class JwksKeys:
         if not keys:
             return self._failed("no usable keys for the allowed algorithms")
         self._keys, self._kids, self._distinct = keys, kids, distinct
+        self.generation += 1
         self._loaded_at = time.monotonic()
         self._last_ok = True
         logger.info("JWKS loaded from %s: %d usable key(s)", self._log_url, distinct)

@@ -179,6 +179,7 @@ class TokenVerifier:
                 "no JWT key configured: set a secret (HMAC), a public key, or a JWKS URL"
             )
         self._prepared = self._prepare_static_keys()
+        self._cache_generation = 0
 
         required = ["exp", "sub"]
         if config.require_jti:
@@ -221,9 +222,10 @@ class TokenVerifier:
         cache_key = b""
         if self._cache is not None:
             cache_key = VerifiedCache.key(token, use)
-            hit = self._cache.get(cache_key, now)
-            if hit is not None:
-                return private_copy(hit)
+            if self._cache_trustworthy():
+                hit = self._cache.get(cache_key, now)
+                if hit is not None:
+                    return private_copy(hit)
 
         header = self._check_header(token, use)
         key: bytes | PublicKey | jwt.PyJWK
@@ -257,6 +259,23 @@ class TokenVerifier:
             self._cache.put(cache_key, principal, valid_until)
             return private_copy(principal)
         return principal
+
+    def _cache_trustworthy(self) -> bool:
+        """Whether cached verdicts may be used: with a JWKS, only under the current key set.
+
+        A key the issuer withdrew must not live on in tokens verified with
+        it: a stale key set is reloaded (by the normal path) before any cached
+        verdict is trusted, and a reload empties the cache.
+        """
+        if self._jwks is None:
+            return True
+        if self._jwks.is_stale():
+            return False
+        if self._jwks.generation != self._cache_generation:
+            assert self._cache is not None
+            self._cache.clear()
+            self._cache_generation = self._jwks.generation
+        return True
 
     def _prepare_static_keys(self) -> dict[str, jwt.PyJWK]:
         """The static key once per allowed algorithm, as PyJWT's prepared key.

@@ -52,6 +52,9 @@ class VerifiedCache:
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
 
+    def clear(self) -> None:
+        self._entries.clear()
+
     def __len__(self) -> int:
         return len(self._entries)
 
