@@ -529,7 +529,7 @@ async def test_cached_verdicts_do_not_outlive_a_withdrawn_key(
     """The same token, cached as verified, is refused once its key left the JWKS."""
     monkeypatch.setattr(jwks_module, "JWKS_MAX_AGE", 0.2)
     server.jwks = {"keys": [jwk(rsa_a, "a")]}
-    verifier = make_verifier(jwks_min_refresh_interval=0.1)
+    verifier = make_verifier(jwks_min_refresh_interval=0.1, cache_size=100)
     cached = token(rsa_a, "a")
     await verifier.verify(cached)
     await verifier.verify(cached)  # a cache hit: no fetch, no signature check
