@@ -89,9 +89,6 @@ class FastJson:
             return json.loads(text, **kwargs)
 
 
-"""A digit run that may be an integer orjson would turn into a float (2**63 has 19 digits)."""
-
-
 class GatewayPacket(packet.Packet):  # type: ignore[misc]
     """python-socketio's packet with orjson and a cheaper binary check.
 
