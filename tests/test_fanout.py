@@ -27,6 +27,7 @@ from socketio import packet as sio_packet
 from clients import connect, connect_socketio
 from support import free_port, make_token, serve, settings_for
 from wsgate import App, Context, Gateway, subscribe
+from wsgate.demo.gateways import Admin, Chat
 from wsgate.transports.socketio import FastJson, GatewayPacket
 
 MESSAGES = 20
@@ -210,3 +211,30 @@ async def test_many_recipients_get_each_message_exactly_once(app_url: tuple[App,
             assert await clients[0].call("say", {"room": "big", "text": str(i)}) is True
         results = await asyncio.gather(*(drain(client, 5) for client in clients))
         assert all([m["text"] for m in got] == ["0", "1", "2", "3", "4"] for got in results)
+
+
+async def test_a_recipient_whose_queue_is_full_is_closed_not_buffered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that stops reading must not make the server buffer every broadcast for it."""
+    from wsgate.transports import socketio as transport_module
+
+    port = free_port()
+    app = App([Chat(), Admin()], settings_for(port))
+    async with serve(app, port) as url:
+        async with (
+            connect("socketio", url, token=make_token(sub="reader")) as reader,
+            connect("socketio", url, token=make_token(sub="stalled")) as stalled,
+        ):
+            await reader.call("join", {"room": "r"})
+            await stalled.call("join", {"room": "r"})
+            # Pretend every queue is full: the broadcast must drop the recipient.
+            monkeypatch.setattr(transport_module, "MAX_QUEUED_PACKETS", 0)
+            await reader.send("say", {"room": "r", "text": "hello"})  # its ack would never come
+            await stalled.wait_closed(timeout=3)
+            await reader.wait_closed(timeout=3)  # it was a recipient too
+        for _ in range(50):
+            if not app.server.connections:
+                break
+            await asyncio.sleep(0.05)
+        assert app.server.connections == {}

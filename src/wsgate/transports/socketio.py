@@ -51,6 +51,9 @@ from wsgate.transports.engineio_session import (
 
 log = logging.getLogger("wsgate.socketio")
 
+MAX_QUEUED_PACKETS = 1024
+"""Packets waiting for one Socket.IO client before it counts as not reading (as on /ws)."""
+
 HARD_CAP_FACTOR = 2
 """Engine.IO closes on messages over this many times ``max_message_bytes``."""
 
@@ -373,6 +376,7 @@ class _GatewaySocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
         ping_timeout = self.eio.ping_timeout
         now = time.time()
         late: list[Any] = []
+        slow: list[str] = []
         for sid, eio_sid in manager.get_participants(namespace, room):
             if sid == skip:
                 continue
@@ -384,10 +388,18 @@ class _GatewaySocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
                 # The client missed its ping: AsyncSocket.send closes it; let it.
                 late.append(socket)
                 continue
-            socket.queue.put_nowait(message)  # an unbounded asyncio.Queue
+            if socket.queue.qsize() >= MAX_QUEUED_PACKETS:
+                # A client that stopped reading (while still answering pings)
+                # would make its unbounded queue grow with every broadcast.
+                slow.append(eio_sid)
+                continue
+            socket.queue.put_nowait(message)
         for socket in late:
             with contextlib.suppress(engineio.exceptions.SocketIsClosedError):
                 await socket.send(message)
+        for eio_sid in slow:
+            log.warning("closing Engine.IO session %s: it stopped reading", eio_sid)
+            await drop_session(self.eio, eio_sid, "slow_consumer")
 
     async def send_ack(self, eio_sid: str, namespace: str, ack_id: int, reply: Any) -> None:
         await self._send_packet(
