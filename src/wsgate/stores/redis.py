@@ -35,8 +35,6 @@ from wsgate.stores.revocation import (
     RevocationKind,
     RevocationWatch,
     StoreUnavailable,
-    check_time,
-    check_value,
 )
 
 log = logging.getLogger("wsgate.stores")
@@ -97,21 +95,14 @@ class RedisRevocationStore:
         return f"{self._prefix}revoked:{kind}:{value}"
 
     async def revoke_jti(self, jti: str, *, expires_at: float) -> Revocation:
-        revocation = Revocation(
-            "jti", check_value(jti, "jti"), time.time(), check_time(expires_at, "expires_at")
-        )
+        revocation = Revocation.of_jti(jti, expires_at=expires_at)
         await self._store(revocation)
         return revocation
 
     async def revoke_sub(
         self, sub: str, *, expires_at: float, at: float | None = None
     ) -> Revocation:
-        revocation = Revocation(
-            "sub",
-            check_value(sub, "sub"),
-            time.time() if at is None else check_time(at, "at"),
-            check_time(expires_at, "expires_at"),
-        )
+        revocation = Revocation.of_sub(sub, expires_at=expires_at, at=at)
         await self._store(revocation)
         return revocation
 

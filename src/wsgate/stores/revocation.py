@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from abc import abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -61,6 +62,23 @@ class Revocation:
         if self.kind == "jti":
             return jti is not None and jti == self.value
         return sub == self.value and (issued_at is None or issued_at < self.revoked_at)
+
+    @classmethod
+    def of_jti(cls, jti: str, *, expires_at: float) -> Revocation:
+        """A validated revocation of one token, made now."""
+        return cls(
+            "jti", check_value(jti, "jti"), time.time(), check_time(expires_at, "expires_at")
+        )
+
+    @classmethod
+    def of_sub(cls, sub: str, *, expires_at: float, at: float | None = None) -> Revocation:
+        """A validated revocation of every token of ``sub`` issued before ``at`` (default now)."""
+        return cls(
+            "sub",
+            check_value(sub, "sub"),
+            time.time() if at is None else check_time(at, "at"),
+            check_time(expires_at, "expires_at"),
+        )
 
     def is_expired(self, now: float) -> bool:
         """True once no token this entry could concern can still be valid."""
