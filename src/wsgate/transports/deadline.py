@@ -85,20 +85,30 @@ class _Deadline:
             self._loop.call_later(self._timeout, transport.abort)
 
 
-class H11DeadlineProtocol(H11Protocol):
-    """uvicorn's h11 protocol with the connect deadline (``connect_timeout`` seconds)."""
+class _DeadlineLifecycle(asyncio.Protocol):
+    """Arms the deadline when the TCP connection opens and drops it when it closes.
+
+    Shared by both protocol classes below, ahead of uvicorn's class in their MRO.
+    """
 
     connect_timeout: ClassVar[float] = DEFAULT_CONNECT_TIMEOUT
     _wsgate_deadline: _Deadline
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._wsgate_deadline = _Deadline(self.loop, transport, self.connect_timeout)
+        loop = asyncio.get_running_loop()
+        self._wsgate_deadline = _Deadline(
+            loop, cast("asyncio.Transport", transport), self.connect_timeout
+        )
         self._wsgate_deadline.arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._wsgate_deadline.cancel()
         super().connection_lost(exc)
+
+
+class H11DeadlineProtocol(_DeadlineLifecycle, H11Protocol):
+    """uvicorn's h11 protocol with the connect deadline (``connect_timeout`` seconds)."""
 
     def handle_events(self) -> None:
         # h11 reports a parsed head as an h11.Request event inside this loop, and
@@ -120,20 +130,8 @@ class H11DeadlineProtocol(H11Protocol):
         super().on_response_complete()
 
 
-class HttpToolsDeadlineProtocol(HttpToolsProtocol):
+class HttpToolsDeadlineProtocol(_DeadlineLifecycle, HttpToolsProtocol):
     """uvicorn's httptools protocol with the connect deadline (``connect_timeout`` seconds)."""
-
-    connect_timeout: ClassVar[float] = DEFAULT_CONNECT_TIMEOUT
-    _wsgate_deadline: _Deadline
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._wsgate_deadline = _Deadline(self.loop, transport, self.connect_timeout)
-        self._wsgate_deadline.arm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._wsgate_deadline.cancel()
-        super().connection_lost(exc)
 
     def on_headers_complete(self) -> None:
         self._wsgate_deadline.cancel()
