@@ -281,11 +281,11 @@ async def connect_websocket(
         code = "forbidden" if status == 403 else f"http_{status}"
         raise Refused(code, f"HTTP {status}", detail=status) from None
     try:
-        if first is not None:
-            await ws.send(json.dumps(first))
         try:
+            if first is not None:
+                await ws.send(json.dumps(first))
             frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
-        except ConnectionClosed:
+        except ConnectionClosed:  # refused before or after the auth message went out
             code, reason = ws.close_code, ws.close_reason or ""
             raise Refused(refusal_code(code, reason), reason, detail=(code, reason)) from None
         assert frame.get("event") == "ready", frame

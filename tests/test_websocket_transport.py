@@ -534,3 +534,27 @@ async def test_fastapi_example_serves_both_transports_under_its_mount() -> None:
         with pytest.raises(Refused):
             async with connect("websocket", url, token=make_token()):
                 pass
+
+
+async def test_sockets_waiting_for_auth_hold_handshake_slots() -> None:
+    """Sockets that never authenticate cannot pile up past max_pending_handshakes."""
+    port = free_port()
+    app = App([Chat()], settings_for(port, max_pending_handshakes=2))
+    async with serve(app, port) as url:
+        ws_url = url.replace("http", "ws") + "/ws"
+        silent = [await websockets.connect(ws_url) for _ in range(2)]
+        try:
+            await asyncio.sleep(0.1)
+            async with websockets.connect(ws_url) as third:
+                with pytest.raises(ConnectionClosed):  # closed as soon as it is accepted
+                    await third.send(json.dumps({"type": "auth", "token": make_token()}))
+                    await asyncio.wait_for(third.recv(), 3)
+                assert third.close_code == 4429
+        finally:
+            await silent[0].close()
+        await asyncio.sleep(0.1)
+        async with websockets.connect(ws_url) as fourth:
+            await fourth.send(json.dumps({"type": "auth", "token": make_token()}))
+            ready = json.loads(await asyncio.wait_for(fourth.recv(), 3))
+            assert ready["event"] == "ready"
+        await silent[1].close()

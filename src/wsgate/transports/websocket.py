@@ -239,7 +239,7 @@ class WebSocketTransport:
             if not self._token_in_handshake(handshake):
                 await send(_ACCEPT)
                 accepted = True
-                first = await self._first_message(peer, handshake, receive, deadline)
+                first = await self._await_auth(peer, handshake, receive, deadline)
                 if isinstance(first, _Close):
                     if first is not _GONE:
                         await send({"type": "websocket.close", **first._asdict()})
@@ -280,6 +280,25 @@ class WebSocketTransport:
         except TokenError:
             return True
         return found is not None
+
+    async def _await_auth(
+        self, peer: _Peer, handshake: Handshake, receive: Receive, deadline: float
+    ) -> dict[str, Any] | _Close | None:
+        """Wait for the auth message as one of the handshakes in flight.
+
+        A socket waiting for its first message holds a slot of
+        ``max_pending_handshakes`` like a handshake being verified: otherwise
+        a flood of sockets that never authenticate would only be bounded by
+        the connect timeout.
+        """
+        gate = self.runtime.limits.handshakes
+        if not gate.enter():
+            self._refused(peer, handshake, "max_pending_handshakes")
+            return _Close(close_code("too_many_connections"), "too_many_connections")
+        try:
+            return await self._first_message(peer, handshake, receive, deadline)
+        finally:
+            gate.leave()
 
     async def _first_message(
         self, peer: _Peer, handshake: Handshake, receive: Receive, deadline: float
