@@ -131,19 +131,31 @@ class Runtime:
             reason = (
                 refusal.reason if isinstance(refusal, TokenError | LimitExceeded) else refusal.code
             )
-            self.metrics.auth_failures.labels(reason).inc()
-            audit(
-                "refused",
-                level=logging.WARNING,
-                conn_id=conn_id,
-                namespace=namespace,
-                transport=transport.name,
-                remote=handshake.remote_addr,
-                origin=handshake.origin,
-                code=refusal.code,
-                reason=reason,
-            )
+            self.record_refusal(conn_id, namespace, transport.name, handshake, refusal.code, reason)
             raise
+
+    def record_refusal(
+        self,
+        conn_id: str,
+        namespace: str,
+        transport: str,
+        handshake: Handshake,
+        code: str,
+        reason: str,
+    ) -> None:
+        """Count and audit one refused connection (also for refusals a transport makes itself)."""
+        self.metrics.auth_failures.labels(reason).inc()
+        audit(
+            "refused",
+            level=logging.WARNING,
+            conn_id=conn_id,
+            namespace=namespace,
+            transport=transport,
+            remote=handshake.remote_addr,
+            origin=handshake.origin,
+            code=code,
+            reason=reason,
+        )
 
     async def _admit(
         self, namespace: str, handshake: Handshake, conn_id: str, transport: TransportLink

@@ -177,6 +177,9 @@ class SocketIOTransport:
             # A bug (a custom verifier, a store raising something unexpected)
             # refuses the connection; it must not leave the client hanging.
             log.exception("admitting a Socket.IO connection failed; refusing it")
+            self.runtime.record_refusal(
+                sid, namespace, self.name, handshake, "forbidden", "internal_error"
+            )
             raise socketio.exceptions.ConnectionRefusedError(
                 "Connection refused", {"code": "forbidden"}
             ) from None

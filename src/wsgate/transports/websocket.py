@@ -46,7 +46,6 @@ from typing import Any, Final, NamedTuple
 from starlette.responses import PlainTextResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from wsgate.audit import audit
 from wsgate.core.connection import Connection
 from wsgate.core.handshake import Handshake
 from wsgate.core.runtime import Runtime
@@ -293,7 +292,7 @@ class WebSocketTransport:
         """
         gate = self.runtime.limits.handshakes
         if not gate.enter():
-            self._refused(peer, handshake, "max_pending_handshakes")
+            self._refused(peer, handshake, "max_pending_handshakes", "too_many_connections")
             return _Close(close_code("too_many_connections"), "too_many_connections")
         try:
             return await self._first_message(peer, handshake, receive, deadline)
@@ -321,19 +320,12 @@ class WebSocketTransport:
         # Frames are JSON text; a binary first message is not an auth message.
         return auth_payload(raw) if isinstance(raw, str) else None
 
-    def _refused(self, peer: _Peer, handshake: Handshake, reason: str) -> None:
+    def _refused(
+        self, peer: _Peer, handshake: Handshake, reason: str, code: str | None = None
+    ) -> None:
         """Count and log a refusal the core never saw (it happened before a token arrived)."""
-        self.runtime.metrics.auth_failures.labels(reason).inc()
-        audit(
-            "refused",
-            level=logging.WARNING,
-            conn_id=peer.id,
-            namespace=peer.namespace,
-            transport=self.name,
-            remote=handshake.remote_addr,
-            origin=handshake.origin,
-            code=reason,
-            reason=reason,
+        self.runtime.record_refusal(
+            peer.id, peer.namespace, self.name, handshake, code or reason, reason
         )
 
     async def _admit(self, peer: _Peer, handshake: Handshake) -> Connection | _Close:
