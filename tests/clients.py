@@ -133,10 +133,20 @@ CLOSE_CODE_NAMES = {
     4403: "forbidden",
     4408: "timeout",
     4429: "too_many_connections",
-    1009: "message_too_large",
+    1009: "payload_too_large",
+    1013: "unavailable",
+    1001: "server_shutdown",
 }
 REFUSAL_CODES = frozenset(
-    {"unauthorized", "token_expired", "token_revoked", "forbidden", "too_many_connections"}
+    {
+        "unauthorized",
+        "token_expired",
+        "token_revoked",
+        "forbidden",
+        "too_many_connections",
+        "unavailable",
+        "payload_too_large",
+    }
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import socket
 import sys
@@ -17,6 +18,8 @@ import jwt
 import uvicorn
 
 from wsgate import App, Settings
+from wsgate.demo.settings import DemoSettings
+from wsgate.serving import UvicornServer
 from wsgate.transports.deadline import uvicorn_http_protocol
 
 SECRET = "test-secret-long-enough-for-hs512-0123456789abcdefghijklmnopqrstuvwxyz"
@@ -34,6 +37,13 @@ def settings_for(port: int, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+def demo_settings_for(port: int, **overrides: Any) -> DemoSettings:
+    """Settings for the demo App (``database``, cookies and token lifetimes are the demo's)."""
+    values: dict[str, Any] = {"jwt_secret": SECRET, "port": port, "host": "127.0.0.1"}
+    values.update(overrides)
+    return DemoSettings(**values)
+
+
 def make_token(
     sub: str = "alice",
     *,
@@ -45,11 +55,11 @@ def make_token(
     **claims: Any,
 ) -> str:
     """An access token as the demo issues them, with any claim overridable (None removes it)."""
-    now = int(time.time())
+    now = time.time()
     body: dict[str, Any] = {
         "sub": sub,
-        "iat": now,
-        "exp": now + int(ttl),
+        "iat": math.floor(now * 1000) / 1000,  # as wsgate's issuer: ms, never in the future
+        "exp": math.ceil(now + ttl),
         "jti": uuid.uuid4().hex,
         "token_use": "access",
     }
@@ -75,7 +85,7 @@ async def serve(app: Any, port: int) -> AsyncIterator[str]:
         http=uvicorn_http_protocol(timeout),
         proxy_headers=False,
     )
-    server = uvicorn.Server(config)
+    server = UvicornServer(config)  # as `wsgate serve`: live sockets are closed first
     task = asyncio.create_task(server.serve())
     try:
         for _ in range(500):

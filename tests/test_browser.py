@@ -18,7 +18,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from conftest import missing_service
-from support import free_port, serve, settings_for
+from support import demo_settings_for, free_port, serve
 from wsgate.demo.app import STATIC, create_app
 from wsgate.stores import UserStore
 
@@ -55,7 +55,7 @@ async def demo(tmp_path: Path) -> AsyncIterator[str]:
     await users.add("alice", PASSWORD)
     await users.aclose()
     port = free_port()
-    async with serve(create_app(settings_for(port, database=database)), port) as url:
+    async with serve(create_app(demo_settings_for(port, database=database)), port) as url:
         yield url
 
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 
 from clients import Refused, connect
-from support import SECRET, make_token, wsgate_process
+from conftest import missing_service
+from support import SECRET, free_port, make_token, stop_process, wait_healthy, wsgate_process
 from wsgate import App, ConfigurationError, Settings
 from wsgate.demo.gateways import Chat
 
@@ -152,3 +157,115 @@ async def test_serve_runs_a_users_app(tmp_path: Path) -> None:
     async with wsgate_process("serve", "myrealtime:app", env=env, cwd=str(tmp_path)) as (url, _):
         async with connect("socketio", url, token=make_token(sub="quinn")) as c:
             assert await c.call("hello") == "hello quinn"
+
+
+def test_token_command_adds_claims_as_json_or_text() -> None:
+    minted = wsgate(
+        "token",
+        "--sub",
+        "erin",
+        "--claim",
+        'boards=["tea", "cake"]',
+        "--claim",
+        "team=blue",
+        "--claim",
+        "level=3",
+        env={"WSGATE_JWT_SECRET": SECRET},
+    )
+    assert minted.returncode == 0, minted.stderr
+    claims = jwt.decode(minted.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert claims["boards"] == ["tea", "cake"] and claims["team"] == "blue"
+    assert claims["level"] == 3 and claims["sub"] == "erin"
+    refused = wsgate("token", "--sub", "erin", "--claim", "novalue")
+    assert refused.returncode == 2 and "KEY=VALUE" in refused.stderr
+    reserved = wsgate(
+        "token", "--sub", "erin", "--claim", "sub=mallory", env={"WSGATE_JWT_SECRET": SECRET}
+    )
+    assert reserved.returncode == 2 and "may not set sub" in reserved.stderr
+
+
+PLAIN_APP = """
+from wsgate import App, Context, Gateway, Settings, public, subscribe
+
+class Hello(Gateway):
+    @public
+    @subscribe("ping")
+    async def ping(self, ctx: Context) -> str:
+        return "pong"
+
+app = App([Hello()], Settings(jwt_secret={secret!r}))
+"""
+
+
+async def test_under_plain_uvicorn_the_served_port_is_the_default_origin_and_logs_show(
+    tmp_path: Path,
+) -> None:
+    """No wsgate CLI: ``uvicorn module:app --port N``, with Settings' port left at 8000."""
+    (tmp_path / "plainapp.py").write_text(PLAIN_APP.format(secret=SECRET))
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "plainapp:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        cwd=tmp_path,
+        env=ENV,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_healthy(url, proc)
+        own = {"Origin": url}
+        async with connect("websocket", url, token=make_token("ann"), headers=own) as client:
+            assert await client.call("ping") == "pong"
+        with pytest.raises(Refused) as refused:
+            async with connect(
+                "websocket", url, token=make_token(), headers={"Origin": "http://127.0.0.1:8000"}
+            ):
+                pass
+        assert refused.value.code == "forbidden"
+    finally:
+        await stop_process(proc)
+    assert proc.stdout is not None
+    output = (await proc.stdout.read()).decode()
+    connected = [line for line in output.splitlines() if " connected " in line]
+    assert connected, output
+    # Time, level and logger on every wsgate line, though uvicorn configured only its own.
+    assert re.match(
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO wsgate\.audit: connected", connected[0]
+    )
+    refused_lines = [line for line in output.splitlines() if "origin_not_allowed" in line]
+    assert refused_lines and "origin=http://127.0.0.1:8000" in refused_lines[0]
+
+
+README_SNIPPET = """
+from wsgate import App, Settings
+from wsgate.testing import AppClient
+
+settings = Settings()
+app = App([], settings=Settings(jwt_secret="x" * 40))
+client = AppClient(app)
+"""
+
+
+@pytest.mark.parametrize("checker", ["mypy", "pyright"])
+def test_settings_type_check_as_the_readme_uses_them(tmp_path: Path, checker: str) -> None:
+    """``Settings()`` with no arguments is valid to mypy and pyright (Pylance)."""
+    if shutil.which(checker, path=str(Path(sys.executable).parent)) is None:
+        missing_service(f"{checker} is not installed")
+    source = tmp_path / "snippet.py"
+    source.write_text(README_SNIPPET)
+    tool = str(Path(sys.executable).parent / checker)
+    if checker == "mypy":
+        args = [tool, "--strict", str(source)]
+    else:
+        args = [tool, "--pythonpath", sys.executable, str(source)]
+    result = subprocess.run(
+        args, capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

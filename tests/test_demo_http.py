@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from clients import Refused, connect
-from support import free_port, serve, settings_for
+from support import demo_settings_for, free_port, serve
 from wsgate.demo.app import create_app
 from wsgate.stores import UserStore
 
@@ -24,7 +24,7 @@ async def demo(tmp_path: Path) -> AsyncIterator[str]:
     await users.add("root", PASSWORD, ["admin"])
     await users.aclose()
     port = free_port()
-    async with serve(create_app(settings_for(port, database=database)), port) as url:
+    async with serve(create_app(demo_settings_for(port, database=database)), port) as url:
         yield url
 
 
@@ -53,7 +53,7 @@ async def test_login_sets_httponly_samesite_cookies(demo: str) -> None:
 
 async def test_secure_cookies_flag(tmp_path: Path) -> None:
     port = free_port()
-    app = create_app(settings_for(port, database=tmp_path / "d.db", secure_cookies=True))
+    app = create_app(demo_settings_for(port, database=tmp_path / "d.db", secure_cookies=True))
     users = UserStore(tmp_path / "d.db")
     await users.add("alice", PASSWORD)
     await users.aclose()

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from clients import Refused, connect
-from support import free_port, serve, settings_for
+from support import demo_settings_for, free_port, serve
 from wsgate.demo.app import create_app
 from wsgate.stores import UserStore
 
@@ -54,7 +54,7 @@ async def test_rs256_demo_signs_logins_with_its_private_key(transport: str, tmp_
     database = tmp_path / "rs.db"
     await add_user(database)
     port = free_port()
-    settings = settings_for(
+    settings = demo_settings_for(
         port, jwt_secret=None, jwt_public_key_file=public, jwt_private_key_file=private,
         database=database,
     )  # fmt: skip
@@ -93,7 +93,7 @@ async def test_jwks_demo_verifies_idp_tokens_and_disables_login(
 ) -> None:
     jwks_url, idp_key = jwks_server
     port = free_port()
-    settings = settings_for(
+    settings = demo_settings_for(
         port, jwt_secret=None, jwt_jwks_url=jwks_url, jwt_algorithms="ES256",
         database=tmp_path / "jwks.db",
     )  # fmt: skip

@@ -46,10 +46,40 @@ class TeapotError(Exception):
     pass
 
 
-def teapot_filter(exc: BaseException, ctx: Context) -> dict[str, Any] | None:
+class Teapot(GatewayError):
+    status, code, default_message = 418, "teapot", "I am a teapot"
+
+
+class Conflict(GatewayError):
+    status, code, default_message = 409, "conflict", "Already exists"
+
+
+def teapot_filter(exc: BaseException, ctx: Context) -> GatewayError | None:
     if isinstance(exc, TeapotError):
-        return {"error": {"status": 418, "code": "teapot", "message": "I am a teapot"}}
+        return Teapot()
     return None
+
+
+async def async_conflict_filter(exc: BaseException, ctx: Context) -> GatewayError | None:
+    """An async filter: its answer must reach the client like a sync one's."""
+    if isinstance(exc, KeyError):
+        return Conflict()
+    return None
+
+
+def leaky_filter(exc: BaseException, ctx: Context) -> Any:
+    """A filter that breaks the contract: a raw dict holding a trace must never go out."""
+    return {"trace": repr(exc), "error": {"status": 409, "code": "x", "message": repr(exc)}}
+
+
+class Board(BaseModel):
+    board: str = Field(min_length=1, max_length=20)
+
+
+def board_member_guard(ctx: Context) -> bool:
+    """A guard that reads the validated body: the ``boards`` claim holds its board id."""
+    body = ctx.body
+    return isinstance(body, Board) and body.board in ctx.claims.get("boards", [])
 
 
 class Shop(Gateway, namespace="/"):
@@ -88,6 +118,21 @@ class Shop(Gateway, namespace="/"):
     @subscribe("teapot")
     async def teapot(self, ctx: Context) -> None:
         raise TeapotError()
+
+    @use_filters(async_conflict_filter)
+    @subscribe("conflict")
+    async def conflict(self, ctx: Context) -> None:
+        raise KeyError("row 42 with secret detail")
+
+    @use_filters(leaky_filter)
+    @subscribe("leaky")
+    async def leaky(self, ctx: Context) -> None:
+        raise ValueError("password=hunter2")
+
+    @use_guards(board_member_guard)
+    @subscribe("post")
+    async def post(self, ctx: Context, body: Board) -> str:
+        return f"posted to {body.board}"
 
 
 @roles("staff")
@@ -214,8 +259,39 @@ async def test_custom_guards_sync_async_and_raising(transport: str, url: str) ->
 
 async def test_custom_exception_filter(transport: str, url: str) -> None:
     async with connect(transport, url, token=make_token()) as c:
-        assert error_of(await c.call("teapot"))["status"] == 418
+        assert error_of(await c.call("teapot")) == {
+            "status": 418,
+            "code": "teapot",
+            "message": "I am a teapot",
+        }
         assert error_of(await c.call("crash"))["status"] == 500  # other handlers unaffected
+
+
+async def test_async_filter_answers_on_both_transports(transport: str, url: str) -> None:
+    async with connect(transport, url, token=make_token()) as c:
+        reply = await c.call("conflict", timeout=3)
+        assert reply == {"error": {"status": 409, "code": "conflict", "message": "Already exists"}}
+        assert "secret" not in str(reply)
+
+
+async def test_a_filter_cannot_put_anything_but_the_error_object_on_the_wire(
+    transport: str, url: str
+) -> None:
+    async with connect(transport, url, token=make_token()) as c:
+        reply = await c.call("leaky")
+    assert reply == {
+        "error": {"status": 500, "code": "internal_error", "message": "Internal server error"}
+    }
+    assert "hunter2" not in str(reply) and "trace" not in str(reply)
+
+
+async def test_guard_reads_the_validated_body(transport: str, url: str) -> None:
+    token = make_token(boards=["tea", "cake"])
+    async with connect(transport, url, token=token) as c:
+        assert await c.call("post", {"board": "tea"}) == "posted to tea"
+        assert error_of(await c.call("post", {"board": "coffee"}))["status"] == 403
+        # Validation comes before the guard: a bad body is a 400, the guard never sees it.
+        assert error_of(await c.call("post", {"board": ""}))["status"] == 400
 
 
 async def test_second_namespace_has_its_own_guards(transport: str, url: str) -> None:

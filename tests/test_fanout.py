@@ -136,7 +136,7 @@ async def test_binary_data_still_goes_out_as_a_binary_packet(app_url: tuple[App,
     app, url = app_url
     async with connect("socketio", url, token=make_token("a")) as client:
         assert await client.call("join", {"room": "r", "text": "-"}) is True
-        await app.socketio.sio.broadcast(
+        await app.parts.socketio.sio.broadcast(
             "message", {"blob": b"\x00\x01\xff"}, namespace="/", room=None, skip=None
         )
         assert await client.next_event("message") == {"blob": b"\x00\x01\xff"}
@@ -234,7 +234,7 @@ async def test_a_recipient_whose_queue_is_full_is_closed_not_buffered(
             await stalled.wait_closed(timeout=3)
             await reader.wait_closed(timeout=3)  # it was a recipient too
         for _ in range(50):
-            if not app.server.connections:
+            if not app.runtime.fanout.connections:
                 break
             await asyncio.sleep(0.05)
-        assert app.server.connections == {}
+        assert app.runtime.fanout.connections == {}

@@ -13,12 +13,13 @@ import pytest
 
 from clients import Refused, connect
 from support import free_port, make_token, serve, settings_for
-from wsgate import App
+from wsgate import App, ConnectionRefused
+from wsgate.core.handshakes import HandshakeSlots, address_key
 from wsgate.demo.gateways import Chat
+from wsgate.metrics import Metrics
 from wsgate.security.limits import (
     ConnectionCounter,
     EventRateLimiter,
-    HandshakeGate,
     utf8_size_over,
 )
 
@@ -149,20 +150,23 @@ async def test_pending_handshakes_are_capped(transport: str) -> None:
     """With one handshake allowed in flight, a second one arriving meanwhile is refused."""
     port = free_port()
     app = App([Chat()], settings_for(port, max_pending_handshakes=1))
-    gate = app.runtime.limits.handshakes
-    assert gate.enter()  # a handshake stuck in verification
+    slots = app.runtime.handshakes
+    stuck = slots.take("192.0.2.1")  # a handshake stuck in verification
     try:
         async with serve(app, port) as url:
             with pytest.raises(Refused) as refused:
                 async with connect(transport, url, token=make_token()):
                     pass
             assert refused.value.code == "too_many_connections"
-            gate.leave()
+            stuck.release()
             async with connect(transport, url, token=make_token()) as client:
                 assert await client.call("ping") == "pong"
-            assert gate.enter()
+            assert slots.pending == 0
+            metrics = await scrape(url)
     finally:
-        gate.leave()
+        stuck.release()
+    assert 'wsgate_limit_hits_total{limit="handshakes"} 1.0' in metrics
+    assert "wsgate_pending_handshakes 0.0" in metrics
 
 
 # -- the limit objects themselves -----------------------------------------------------------
@@ -189,10 +193,32 @@ def test_connection_counter_and_handshake_gate_give_back_what_they_took() -> Non
     counter.release("a")
     counter.release("a")
     assert counter.count("a") == 0
-    gate = HandshakeGate(1)
-    assert gate.enter() and not gate.enter()
-    gate.leave()
-    assert gate.enter()
+
+
+def test_handshake_slots_cap_the_total_and_each_address() -> None:
+    slots = HandshakeSlots(3, 2, Metrics())
+    a1, a2 = slots.take("10.0.0.1"), slots.take("10.0.0.1")
+    with pytest.raises(ConnectionRefused) as per_address:
+        slots.take("10.0.0.1")
+    assert per_address.value.code == "too_many_connections"
+    assert per_address.value.reason == "max_pending_handshakes_per_address"
+    b1 = slots.take("10.0.0.2")
+    with pytest.raises(ConnectionRefused) as total:
+        slots.take("10.0.0.3")
+    assert total.value.reason == "max_pending_handshakes"
+    a1.release()
+    a1.release()  # idempotent: a slot is given back once
+    assert slots.pending == 2 and slots.from_address("10.0.0.1") == 1
+    with a2, b1:
+        pass
+    assert slots.pending == 0 and slots.from_address("10.0.0.1") == 0
+
+
+def test_ipv6_clients_are_counted_per_64() -> None:
+    assert address_key("2001:db8:1:2::5") == address_key("2001:db8:1:2:ffff::9")
+    assert address_key("2001:db8:1:3::5") != address_key("2001:db8:1:2::5")
+    assert address_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert address_key(None) == "?"
 
 
 def test_size_check_counts_utf8_bytes() -> None:

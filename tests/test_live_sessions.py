@@ -237,7 +237,7 @@ async def test_expired_revocations_are_purged_periodically() -> None:
     await store.revoke_jti("current", expires_at=time.time() + 60)
     app = App([Chat()], settings_for(8000), revocations=store)
     follower = RevocationFollower(
-        store, app.runtime.sessions, app.server.connections.values, purge_interval=0.05
+        store, app.runtime.sessions, app.runtime.fanout.connections.values, purge_interval=0.05
     )
     follower.ensure_started()
     try:
@@ -272,7 +272,7 @@ async def test_guard_denials_are_audited_with_who_and_where(
         reply = await client.call("admin:broadcast", {"text": "hi"})
         assert reply["error"]["status"] == 403
     for _ in range(100):  # the server sees the close a moment after the client
-        if not app.server.connections:
+        if not app.runtime.fanout.connections:
             break
         await asyncio.sleep(0.02)
     denied = [

@@ -35,10 +35,10 @@ async def two_nodes(redis_url: str) -> AsyncIterator[tuple[str, str, RedisRevoca
                 settings_for(port, redis_url=redis_url, allowed_origins="http://app.example"),
                 revocations=store,
             )
-            app.server.use_bus(RedisBus(redis_url, channel=channel))
+            app.runtime.fanout.use_bus(RedisBus(redis_url, channel=channel))
             urls.append(await stack.enter_async_context(serve(app, port)))
-            assert app.server.bus is not None
-            await asyncio.wait_for(app.server.bus.wait_ready(), 5)
+            assert app.runtime.fanout.bus is not None
+            await asyncio.wait_for(app.runtime.fanout.bus.wait_ready(), 5)
         admin_store = RedisRevocationStore(redis_url, prefix=prefix)
         stack.push_async_callback(admin_store.aclose)
         yield urls[0], urls[1], admin_store

@@ -16,12 +16,18 @@ import httpx
 import pytest
 
 from clients import Refused, connect
-from support import SECRET, free_port, make_token, serve, settings_for, wsgate_process
-from wsgate import App
-from wsgate.app import jwt_config
+from support import (
+    SECRET,
+    demo_settings_for,
+    free_port,
+    make_token,
+    serve,
+    settings_for,
+    wsgate_process,
+)
+from wsgate import App, token_issuer
 from wsgate.demo.app import create_app
 from wsgate.demo.gateways import Chat
-from wsgate.security.jwt import TokenIssuer
 from wsgate.stores import SqliteRevocationStore, UserStore
 
 BOUND = 1.0
@@ -41,7 +47,7 @@ async def test_logout_cuts_the_live_socket_of_its_token(transport: str, tmp_path
     users = UserStore(database)
     await users.add("alice", "correct horse battery", ())
     await users.aclose()
-    app = create_app(settings_for(port, database=database))
+    app = create_app(demo_settings_for(port, database=database))
     try:
         async with serve(app, port) as url, httpx.AsyncClient(base_url=url) as http:
             login = await http.post(
@@ -109,7 +115,7 @@ async def wsgate_cli(*args: str) -> float:
 
 async def test_cli_revoke_cuts_sockets_of_a_running_demo(transport: str, tmp_path: Path) -> None:
     database = tmp_path / "demo.db"
-    issuer = TokenIssuer(jwt_config(settings_for(0)))
+    issuer = token_issuer(settings_for(0))
     env = {"WSGATE_JWT_SECRET": SECRET}
     async with wsgate_process("demo", "--database", str(database), env=env) as (url, _):
         async with (

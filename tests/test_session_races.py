@@ -78,9 +78,9 @@ async def test_events_read_before_a_close_do_not_run_or_leak_state() -> None:
                 await asyncio.wait_for(ws.recv(), 2)  # ready
                 await ws.send(json.dumps({"id": 1, "event": "work"}))
         for _ in range(100):
-            if not app.server.connections:
+            if not app.runtime.fanout.connections:
                 break
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.1)
     assert gateway.after_disconnect == []
-    assert app.runtime.limits.events.tracked() == 0
+    assert app.runtime.rate.tracked() == 0

@@ -86,21 +86,21 @@ async def test_a_client_that_stops_answering_pings_is_closed_and_released() -> N
     """Without a per-poll timer, dead clients are still found: by Engine.IO's ping check."""
     port = free_port()
     app = App([Chat()], settings_for(port))
-    app.socketio.sio.eio.ping_interval = 0.3
-    app.socketio.sio.eio.ping_timeout = 0.3
+    app.parts.socketio.sio.eio.ping_interval = 0.3
+    app.parts.socketio.sio.eio.ping_timeout = 0.3
     async with serve(app, port) as url:
         ws_url = url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
         async with websockets.connect(ws_url, ping_interval=None) as ws:
             await asyncio.wait_for(ws.recv(), 2)
             await ws.send("40" + json.dumps({"token": make_token()}))
             assert str(await asyncio.wait_for(ws.recv(), 2)).startswith("40")
-            assert len(app.server.connections) == 1
+            assert len(app.runtime.fanout.connections) == 1
             with contextlib.suppress(websockets.ConnectionClosed):
                 for _ in range(20):  # read the server's pings, never answer them
                     await asyncio.wait_for(ws.recv(), 3)
             assert ws.close_code is not None
         for _ in range(50):
-            if not app.server.connections:
+            if not app.runtime.fanout.connections:
                 break
             await asyncio.sleep(0.05)
-        assert app.server.connections == {}
+        assert app.runtime.fanout.connections == {}

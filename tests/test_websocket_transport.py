@@ -308,7 +308,7 @@ async def test_oversize_frame_closes_1009_and_other_clients_are_unaffected(demo_
         await authed(ws)
         text = "é" * 40_000  # 40 000 code points, 80 000 bytes: over 65 536
         await ws.send(json.dumps({"id": 1, "event": "echo", "data": {"text": text}}))
-        assert await closed_with(ws) == (1009, "message_too_large")
+        assert await closed_with(ws) == (1009, "payload_too_large")
         await bystander.send(json.dumps({"id": 1, "event": "ping"}))
         assert await recv_json(bystander) == {"id": 1, "data": "pong"}
 
@@ -340,13 +340,13 @@ async def test_client_close_releases_exactly_once(lifecycle: tuple[str, App, Lif
     url, app, gateway = lifecycle
     async with connect_websocket(url, token=make_token()) as client:
         assert await client.call("ping") == "pong"
-        assert len(app.server.connections) == 1
+        assert len(app.runtime.fanout.connections) == 1
     await asyncio.wait_for(gateway.released.wait(), 3)
     await asyncio.sleep(0.1)  # room for a second (wrong) release to show up
     assert len(gateway.disconnects) == 1
     assert gateway.disconnects[0][1] == "client_disconnect"
-    assert app.server.connections == {}
-    assert app.websocket._peers == {} and app.websocket._rooms == {}
+    assert app.runtime.fanout.connections == {}
+    assert app.parts.websocket._peers == {} and app.parts.websocket._rooms == {}
 
 
 async def test_server_close_uses_the_mapped_code_and_releases_once(
@@ -355,11 +355,11 @@ async def test_server_close_uses_the_mapped_code_and_releases_once(
     url, app, gateway = lifecycle
     token = make_token()
     async with connect_websocket(url, token=token) as client:
-        connection = next(iter(app.server.connections.values()))
+        connection = next(iter(app.runtime.fanout.connections.values()))
         assert connection.principal.jti is not None
         await connection.transport.send(connection.id, "/", "auth:revoked", None)
-        await app.server.disconnect(connection, "token_revoked")
-        await app.server.disconnect(connection, "token_revoked")  # a second close is a no-op
+        await app.server.disconnect(connection.id, "token_revoked")
+        await app.server.disconnect(connection.id, "token_revoked")  # a second close is a no-op
         assert await client.next_event("auth:revoked") is None
         assert await client.wait_closed() == "4401"
         assert client.close_reason == "token_revoked"
@@ -395,7 +395,9 @@ def test_close_codes_follow_the_contract() -> None:
     assert {close_code(r) for r in ("unauthorized", "token_expired", "token_revoked")} == {4401}
     assert close_code("forbidden") == 4403
     assert close_code("timeout") == 4408
-    assert close_code("message_too_large") == 1009
+    assert close_code("payload_too_large") == 1009
+    assert close_code("unavailable") == 1013
+    assert close_code("server_shutdown") == 1001
     assert close_code("too_many_connections") == close_code("rate_limited") == 4429
     assert close_code("server_disconnect") == 1000
     assert all(1000 <= code < 5000 for code in CLOSE_CODES.values())
@@ -523,7 +525,7 @@ async def test_fastapi_example_serves_both_transports_under_its_mount() -> None:
             await ws.call("join", {"room": "r1"})
             await ws.call("say", {"room": "r1", "text": "both ways"})
             assert (await sio.next_event("message"))["from"] == "ws"
-            assert len(realtime.server.connections) == 2
+            assert len(realtime.runtime.fanout.connections) == 2
         with pytest.raises(Refused) as caught:
             async with connect_websocket(
                 mounted, token=make_token(), headers={"Origin": "https://evil.example"}

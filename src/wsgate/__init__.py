@@ -3,9 +3,20 @@
 Declare a :class:`Gateway` with ``@subscribe`` handlers, wrap it in an
 :class:`App`, and every connection and event passes the origin policy, token
 verification, guards, validation and error filtering.
+
+Everything an application needs is exported here (``__all__``); modules
+whose names are not listed are internal. Test helpers are in
+:mod:`wsgate.testing`.
 """
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
 from wsgate.app import App
+from wsgate.assembly import token_issuer
+from wsgate.audit import configure_logging
+from wsgate.codes import CloseReason, Code
+from wsgate.core.admission import Verifier
 from wsgate.core.context import Context
 from wsgate.core.gateway import Gateway
 from wsgate.core.handshake import Handshake
@@ -31,16 +42,31 @@ from wsgate.errors import (
     TokenError,
     TooManyRequests,
     Unauthorized,
+    Unavailable,
     WsgateError,
 )
 from wsgate.principal import Principal
+from wsgate.security.jwt import TokenIssuer
+from wsgate.serving import run
 from wsgate.settings import Settings
+from wsgate.stores import (
+    MemoryRevocationStore,
+    RedisRevocationStore,
+    RevocationStore,
+    SqliteRevocationStore,
+    StoreUnavailable,
+)
 
-__version__ = "0.1.0"
+try:
+    __version__ = _version("wsgate")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "App",
     "BadRequest",
+    "CloseReason",
+    "Code",
     "ConfigurationError",
     "ConnectionRefused",
     "Context",
@@ -51,19 +77,30 @@ __all__ = [
     "Guard",
     "Handshake",
     "InternalError",
+    "MemoryRevocationStore",
     "NotFound",
     "PayloadTooLarge",
     "Principal",
+    "RedisRevocationStore",
+    "RevocationStore",
     "Server",
     "Settings",
+    "SqliteRevocationStore",
+    "StoreUnavailable",
     "TokenError",
+    "TokenIssuer",
     "TooManyRequests",
     "Unauthorized",
+    "Unavailable",
+    "Verifier",
     "WsgateError",
     "__version__",
+    "configure_logging",
     "public",
     "roles",
+    "run",
     "subscribe",
+    "token_issuer",
     "use_filters",
     "use_guards",
 ]

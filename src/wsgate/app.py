@@ -1,8 +1,13 @@
-"""``App``: one ASGI application serving the gateways and the HTTP routes beside them."""
+"""``App``: one ASGI application serving the gateways and the HTTP routes beside them.
+
+Routing and lifespan only; the parts are built from the settings by
+:func:`wsgate.assembly.assemble`.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -15,24 +20,23 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from wsgate.core.bus import RedisBus
+from wsgate.assembly import Assembly, assemble, token_issuer
+from wsgate.audit import audit, ensure_logging
+from wsgate.codes import CloseReason
+from wsgate.core.admission import Verifier
 from wsgate.core.gateway import Gateway
-from wsgate.core.registry import build_registry
-from wsgate.core.runtime import Runtime, Verifier
-from wsgate.errors import ConfigurationError
+from wsgate.core.handshake import served_of
+from wsgate.core.server import Server
 from wsgate.metrics import Metrics
-from wsgate.security.jwt import JwtConfig, TokenIssuer, TokenVerifier
-from wsgate.security.limits import Limits, LimitSettings
-from wsgate.security.origin import OriginPolicy
+from wsgate.security.jwt import TokenIssuer
 from wsgate.settings import Settings
-from wsgate.stores.redis_counter import RedisConnectionCounter
 from wsgate.stores.revocation import RevocationStore
-from wsgate.transports.socketio import SocketIOTransport
-from wsgate.transports.websocket import WebSocketTransport
 
 log = logging.getLogger("wsgate.app")
 
 SOCKETIO_PATH = "/socket.io"
+
+Hook = Callable[[], Awaitable[None]]
 
 
 class App:
@@ -51,71 +55,26 @@ class App:
         middleware: Sequence[Middleware] = (),
         verifier: Verifier | None = None,
         revocations: RevocationStore | None = None,
-        on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
+        on_startup: Sequence[Hook] = (),
+        on_shutdown: Sequence[Hook] = (),
     ) -> None:
         self.settings = settings if settings is not None else Settings()
-        try:
-            self.origins = OriginPolicy(self.settings.effective_origins())
-        except ValueError as exc:
-            raise ConfigurationError(f"allowed_origins: {exc}") from None
-        self.metrics = Metrics()
-        self._own_verifier = verifier is None
-        self.revocations = revocations
+        self._parts: Assembly = assemble(
+            gateways, self.settings, verifier=verifier, revocations=revocations
+        )
+        self._on_startup = tuple(on_startup)
         self._on_shutdown = tuple(on_shutdown)
-        self.verifier: Verifier = verifier or TokenVerifier(
-            jwt_config(self.settings, require_jti=revocations is not None)
-        )
-        # With Redis the per-user connection cap holds across every node; its
-        # lease renewal starts and stops with the runtime, like the bus.
-        shared_slots = (
-            RedisConnectionCounter(self.settings.redis_url, self.settings.max_connections_per_user)
-            if self.settings.redis_url
-            else None
-        )
-        self.runtime = Runtime(
-            build_registry(gateways),
-            verifier=self.verifier,
-            origins=self.origins,
-            metrics=self.metrics,
-            allow_query_token=self.settings.allow_query_token,
-            revocations=revocations,
-            limits=Limits(
-                LimitSettings(
-                    rate_limit=self.settings.rate_limit,
-                    max_message_bytes=self.settings.max_message_bytes,
-                    max_connections_per_user=self.settings.max_connections_per_user,
-                    max_pending_handshakes=self.settings.max_pending_handshakes,
-                ),
-                connections=shared_slots,
-            ),
-            leeway=self.settings.jwt_leeway,
-            expiry_grace=self.settings.expiry_grace,
-        )
-        self.server = self.runtime.server
-        self.server.max_rooms_per_connection = self.settings.max_rooms_per_connection
-        if self.settings.redis_url:
-            self.server.use_bus(RedisBus(self.settings.redis_url))
-        self.socketio = SocketIOTransport(
-            self.runtime,
-            origins=self.origins,
-            connect_timeout=self.settings.connect_timeout,
-            max_message_bytes=self.settings.max_message_bytes,
-        )
-        self.websocket = WebSocketTransport(
-            self.runtime,
-            connect_timeout=self.settings.connect_timeout,
-            max_message_bytes=self.settings.max_message_bytes,
-        )
-        builtin: list[BaseRoute] = [
-            Route("/healthz", _healthz, methods=["GET"]),
-            Route("/metrics", self._metrics_endpoint, methods=["GET"]),
-        ]
+        self._stopped = False
         self.http = Starlette(
-            routes=[*builtin, *routes],
+            routes=[
+                Route("/healthz", _healthz, methods=["GET"]),
+                Route("/metrics", self._metrics_endpoint, methods=["GET"]),
+                *routes,
+            ],
             middleware=[
                 Middleware(
                     _PolicyCORSMiddleware,  # type: ignore[arg-type]  # starlette's stub is too narrow
-                    policy=self.origins,
+                    app_origin_allowed=self.origin_allowed,
                     allow_credentials=True,
                     allow_methods=["GET", "POST"],
                     allow_headers=["content-type", "authorization"],
@@ -125,53 +84,111 @@ class App:
             lifespan=self._lifespan,
         )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket"):
-            path = _route_path(scope)
-            if path == SOCKETIO_PATH or path.startswith(SOCKETIO_PATH + "/"):
-                if not self._origin_acceptable(scope):
-                    await _deny(scope, receive, send)
-                    return
-                if path != scope["path"]:
-                    scope = {**scope, "path": path}
-                await self.socketio.asgi(scope, receive, send)
-                return
-            if scope["type"] == "websocket" and path == self.settings.ws_path:
-                # The same origin rule as Socket.IO, before the socket is accepted.
-                if not self._origin_acceptable(scope):
-                    await _deny(scope, receive, send)
-                    return
-                await self.websocket(scope, receive, send)
-                return
-        await self.http(scope, receive, send)
+    # -- what applications use -----------------------------------------------------------
 
-    def _origin_acceptable(self, scope: Scope) -> bool:
-        """A present Origin must be allowed; a missing one is judged by the token later."""
-        for name, value in scope.get("headers") or ():
-            if name.lower() == b"origin":
-                return self.origins.is_allowed(value.decode("latin-1"))
-        return True
+    @property
+    def server(self) -> Server:
+        """Broadcasts to the namespace ``/`` (``.of(namespace)`` for another), on every node."""
+        return self._parts.runtime.server
+
+    @property
+    def verifier(self) -> Verifier:
+        """The token verifier connections are judged by."""
+        return self._parts.verifier
+
+    @property
+    def metrics(self) -> Metrics:
+        return self._parts.metrics
+
+    @property
+    def revocations(self) -> RevocationStore | None:
+        """The revocation store (given, or Redis when ``redis_url`` is set), if any."""
+        return self._parts.revocations
+
+    def origin_allowed(self, origin: str | None, scope: Scope) -> bool:
+        """The origin policy: the configured origins, else the origin ``scope`` reached."""
+        return self._parts.origins.is_allowed(origin, served=served_of(scope))
+
+    def describe_origins(self) -> str:
+        """The allowed origins, for messages and logs."""
+        origins = self._parts.origins
+        if origins.follows_served_origin:
+            return (
+                "the origin each request reached (" + ", ".join(self.settings.own_origins()) + ")"
+            )
+        return ", ".join(origins.allowed)
 
     def token_issuer(self) -> TokenIssuer:
         """Signs tokens with this App's key and claims (HMAC secret or private key)."""
-        return TokenIssuer(jwt_config(self.settings))
+        return token_issuer(self.settings)
 
-    async def disconnect_token(self, jti: str, reason: str = "token_revoked") -> int:
+    async def disconnect_token(self, jti: str, reason: str = CloseReason.TOKEN_REVOKED) -> int:
         """Close every live connection on this node that holds the token ``jti``.
 
         The revocation follower would do it too once the store announces the
         revocation; calling this right after revoking makes it immediate here.
         Each client gets ``auth:revoked`` (or ``auth:expired``) before the close.
         """
-        doomed = [c for c in self.server.connections.values() if c.principal.jti == jti]
+        runtime = self._parts.runtime
+        doomed = [c for c in runtime.fanout.connections.values() if c.principal.jti == jti]
         closed = 0
         for connection in doomed:
-            if await self.runtime.sessions.end(connection, reason):
+            if await runtime.sessions.end(connection, reason):
                 closed += 1
         return closed
 
+    # -- ASGI ----------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            path = _route_path(scope)
+            if path == SOCKETIO_PATH or path.startswith(SOCKETIO_PATH + "/"):
+                if not self._origin_acceptable(scope):
+                    await self._deny(scope, receive, send)
+                    return
+                if path != scope["path"]:
+                    scope = {**scope, "path": path}
+                await self._parts.socketio.asgi(scope, receive, send)
+                return
+            if scope["type"] == "websocket" and path == self.settings.ws_path:
+                # The same origin rule as Socket.IO, before the socket is accepted.
+                if not self._origin_acceptable(scope):
+                    await self._deny(scope, receive, send)
+                    return
+                await self._parts.websocket(scope, receive, send)
+                return
+        await self.http(scope, receive, send)
+
+    def _origin_acceptable(self, scope: Scope) -> bool:
+        """A present Origin must be allowed; a missing one is judged by the token later."""
+        origin = _origin_of(scope)
+        return origin is None or self.origin_allowed(origin, scope)
+
+    async def _deny(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """HTTP 403 before any Engine.IO handling, for polling and websocket alike."""
+        client = scope.get("client")
+        audit(
+            "refused",
+            level=logging.WARNING,
+            transport="socketio" if _route_path(scope).startswith(SOCKETIO_PATH) else "websocket",
+            remote=client[0] if client else None,
+            origin=_origin_of(scope),
+            code="forbidden",
+            reason="origin_not_allowed",
+            allowed=self.describe_origins(),
+        )
+        self.metrics.auth_failures.labels("origin_not_allowed").inc()
+        if scope["type"] == "websocket":
+            # Closing before accept makes the ASGI server answer the upgrade with 403.
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        response = PlainTextResponse("Origin not allowed", status_code=403)
+        await response(scope, receive, send)
+
     async def _metrics_endpoint(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=self.metrics.content_type)
+
+    # -- lifespan ------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -182,42 +199,122 @@ class App:
     async def lifespan(self) -> AsyncIterator[None]:
         """Start and stop what the App owns; call it from a host app's lifespan when mounted.
 
-        Without it the revocation follower still starts, on the first
-        connection; the lifespan starts it at once and stops it cleanly.
+        At start: wsgate's loggers get a handler if the host configured none,
+        the background work starts, then the ``on_startup`` hooks run. At
+        stop: every live connection is closed with ``server_shutdown`` (1001
+        on ``/ws``), background work is awaited, then ``on_shutdown`` hooks
+        run. Without the lifespan (a host that never runs it) the background
+        work still starts on the first connection.
         """
-        self.runtime.start()
+        ensure_logging(self.settings.log_level, self.settings.log_format)
+        self._stopped = False
+        self._parts.runtime.start()
+        for hook in self._on_startup:
+            await hook()
         try:
             yield
         finally:
             await self.aclose()
 
+    async def close_connections(self) -> None:
+        """Close every live connection with ``server_shutdown`` and wait (bounded) for them."""
+        await self._parts.runtime.close_all()
+
     async def aclose(self) -> None:
-        """Stop background work, then run the ``on_shutdown`` callbacks (e.g. close stores)."""
-        await self.runtime.aclose()
+        """Close live connections, stop background work, then run the ``on_shutdown`` hooks."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self._parts.runtime.shutdown()
         for callback in self._on_shutdown:
             try:
                 await callback()
             except Exception:
                 log.exception("an on_shutdown callback failed")
-        if self._own_verifier:
-            closer = getattr(self.verifier, "aclose", None)
-            if closer is not None:
+        for closer in self._parts.closers:
+            try:
                 await closer()
+            except Exception:
+                log.exception("closing an App resource failed")
+
+    # -- internals tests may look at -------------------------------------------------------
+
+    @property
+    def runtime(self) -> Any:
+        """The core (internal; for tests and diagnostics)."""
+        return self._parts.runtime
+
+    @property
+    def parts(self) -> Assembly:
+        """What the App was built from (internal; for tests and diagnostics)."""
+        return self._parts
+
+
+def apps_within(asgi: Any, depth: int = 8) -> list[App]:
+    """The wsgate Apps inside an ASGI app: itself, behind middleware, or mounted (Starlette).
+
+    Follows ``.app`` (middleware), ``.middleware_stack`` and ``.routes``
+    (Starlette, FastAPI, Mount) a few levels deep, so ``wsgate serve`` finds
+    an App mounted in a FastAPI app and closes its sockets first at shutdown.
+    """
+    found: list[App] = []
+    seen: set[int] = set()
+
+    def visit(node: Any, level: int) -> None:
+        if node is None or level > depth or id(node) in seen:
+            return
+        seen.add(id(node))
+        if isinstance(node, App):
+            found.append(node)
+            return
+        for attribute in ("app", "middleware_stack", "router"):
+            visit(getattr(node, attribute, None), level + 1)
+        for route in getattr(node, "routes", None) or ():
+            visit(getattr(route, "app", None), level + 1)
+
+    visit(asgi, 0)
+    return found
+
+
+_REQUEST_SCOPE: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
+    "wsgate_request_scope", default=None
+)
 
 
 class _PolicyCORSMiddleware(CORSMiddleware):
     """Starlette's CORS handling, judged by the same origin policy as the sockets."""
 
-    def __init__(self, app: ASGIApp, *, policy: OriginPolicy, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        app_origin_allowed: Callable[[str | None, Scope], bool],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(app, allow_origins=(), **kwargs)
-        self.policy = policy
+        self._origin_allowed = app_origin_allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = _REQUEST_SCOPE.set(scope)
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            _REQUEST_SCOPE.reset(token)
 
     def is_allowed_origin(self, origin: str) -> bool:
-        return self.policy.is_allowed(origin)
+        return self._origin_allowed(origin, _REQUEST_SCOPE.get() or {})
 
 
 async def _healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
+
+
+def _origin_of(scope: Scope) -> str | None:
+    for name, value in scope.get("headers") or ():
+        if name.lower() == b"origin":
+            text: str = value.decode("latin-1")
+            return text
+    return None
 
 
 def _route_path(scope: Scope) -> str:
@@ -227,50 +324,3 @@ def _route_path(scope: Scope) -> str:
     if root and path.startswith(root):
         return path[len(root) :] or "/"
     return path
-
-
-async def _deny(scope: Scope, receive: Receive, send: Send) -> None:
-    """HTTP 403 before any Engine.IO handling, for polling and websocket alike."""
-    log.warning("refused a handshake from a disallowed origin")
-    if scope["type"] == "websocket":
-        # Closing before accept makes the ASGI server answer the upgrade with 403.
-        await send({"type": "websocket.close", "code": 1008})
-        return
-    response = PlainTextResponse("Origin not allowed", status_code=403)
-    await response(scope, receive, send)
-
-
-def read_text(path: Any, what: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {what} {path}: {exc.strerror}") from None
-
-
-def jwt_config(settings: Settings, *, require_jti: bool = False) -> JwtConfig:
-    """The verifier's configuration; no key at all is a start-up error, never an open server."""
-    if not (settings.jwt_secret or settings.jwt_public_key_file or settings.jwt_jwks_url):
-        raise ConfigurationError(
-            "no JWT key configured: set WSGATE_JWT_SECRET, WSGATE_JWT_PUBLIC_KEY_FILE "
-            "or WSGATE_JWT_JWKS_URL (or the matching --jwt-* flag)"
-        )
-    return JwtConfig(
-        secret=settings.jwt_secret.get_secret_value() if settings.jwt_secret else None,
-        public_key_pem=(
-            read_text(settings.jwt_public_key_file, "public key file")
-            if settings.jwt_public_key_file
-            else None
-        ),
-        private_key_pem=(
-            read_text(settings.jwt_private_key_file, "private key file")
-            if settings.jwt_private_key_file
-            else None
-        ),
-        jwks_url=settings.jwt_jwks_url,
-        algorithms=settings.jwt_algorithms,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-        leeway=settings.jwt_leeway,
-        require_jti=require_jti,
-    )

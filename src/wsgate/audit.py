@@ -44,18 +44,44 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(body, default=str)
 
 
-def configure_logging(level: str = "info", fmt: str = "text") -> None:
-    """Set up root logging for the CLI (a library user configures logging themselves)."""
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _handler(fmt: str) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    return handler
+
+
+def configure_logging(level: str = "info", fmt: str = "text") -> None:
+    """One line to send every log line (wsgate's and the rest) to stderr, with time and logger.
+
+    ``fmt`` is ``text`` or ``json``. The CLI calls it; call it yourself
+    under another server if you want wsgate's format for everything.
+    """
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_handler(fmt)]
     root.setLevel(level.upper())
     for noisy in ("engineio.server", "socketio.server"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-__all__ = ["JsonFormatter", "audit", "audit_logger", "configure_logging"]
+def ensure_logging(level: str = "info", fmt: str = "text") -> bool:
+    """Give wsgate's loggers a handler when the host application configured none.
+
+    Under a plain ASGI server (``uvicorn module:app``) only the server's own
+    loggers have handlers: wsgate's INFO audit lines would be dropped and its
+    warnings printed by ``logging.lastResort`` without time or logger. The
+    App calls this at start-up; it does nothing when the root logger or the
+    ``wsgate`` logger already has a handler (the host's choice wins).
+    Returns True when it configured something.
+    """
+    wsgate_logger = logging.getLogger("wsgate")
+    if logging.getLogger().handlers or wsgate_logger.handlers:
+        return False
+    wsgate_logger.addHandler(_handler(fmt))
+    wsgate_logger.setLevel(level.upper())
+    return True
+
+
+__all__ = ["JsonFormatter", "audit", "audit_logger", "configure_logging", "ensure_logging"]

@@ -1,40 +1,38 @@
 """The ``wsgate`` command: ``demo``, ``serve``, ``token``, ``users add`` and ``revoke``.
 
-Every :class:`~wsgate.settings.Settings` field is a flag of the same name
-(``jwt_secret`` -> ``--jwt-secret``); a flag wins over its ``WSGATE_*``
-environment variable because it is passed to Settings as an init argument.
+Every settings field is a flag of the same name (``jwt_secret`` ->
+``--jwt-secret``); a flag wins over its ``WSGATE_*`` environment variable
+because it is passed to the settings as an init argument. Built on the
+public API only (``wsgate`` and, for the demo's commands, ``wsgate.demo``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import importlib
-import logging
+import json
 import secrets
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
-import uvicorn
 from pydantic import SecretStr, ValidationError
 
-from wsgate.app import App, jwt_config
-from wsgate.audit import configure_logging
-from wsgate.errors import ConfigurationError
-from wsgate.security.jwt import TokenIssuer
-from wsgate.settings import Settings
-from wsgate.transports.deadline import uvicorn_http_protocol
-
-log = logging.getLogger("wsgate.cli")
+import wsgate
+from wsgate import App, ConfigurationError, Settings
+from wsgate.demo.settings import DemoSettings
 
 
-def add_settings_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
-    """One flag per Settings field; values stay strings and Settings parses them."""
+def add_settings_flags(
+    parser: argparse.ArgumentParser,
+    only: Sequence[str] | None = None,
+    model: type[Settings] = Settings,
+) -> None:
+    """One flag per settings field; values stay strings and the settings parse them."""
     group = parser.add_argument_group("settings (each also WSGATE_<NAME>)")
-    for name, field in Settings.model_fields.items():
+    for name, field in model.model_fields.items():
         if only is not None and name not in only:
             continue
         flag = "--" + name.replace("_", "-")
@@ -58,59 +56,28 @@ def add_settings_flags(parser: argparse.ArgumentParser, only: Sequence[str] | No
             )
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
+S = TypeVar("S", bound=Settings)
+
+
+def settings_from(args: argparse.Namespace, model: type[S]) -> S:
     given = {
         name: getattr(args, name)
-        for name in Settings.model_fields
+        for name in model.model_fields
         if getattr(args, name, None) is not None
     }
-    return Settings(**given)
+    return model(**given)
 
 
-GC_GEN0_THRESHOLD = 50_000
-"""Allocations between two young-generation collections when serving (CPython's default: 700)."""
-
-
-def tune_gc() -> None:
-    """Make the cyclic garbage collector cheap for a long-running socket server.
-
-    A broadcast to 1,000 members, or a burst of events, allocates thousands
-    of short-lived asyncio objects; at CPython's default threshold (700) the
-    young generation is collected several times per message, and each
-    collection that reaches the older generations walks every live
-    connection's objects again. Profiled, the collector was a third of the
-    baseline's fan-out CPU and a fifth of wsgate's (bench/profile_baseline.md).
-    Two changes, neither of which changes what is collected, only when:
-    ``gc.freeze()`` moves everything alive after start-up (modules, the app,
-    its registries) out of the collector's sight for good, and a higher
-    young-generation threshold collects the same garbage in fewer, larger
-    batches. Memory held by uncollected cycles stays bounded by the threshold.
-    """
-    gc.collect()
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
-
-
-def run_server(app: Any, settings: Settings) -> None:
-    """uvicorn (uvloop and httptools when installed) with the connect deadline and tuned GC.
-
-    Proxy headers are honoured only from trusted proxies.
-    """
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        http=uvicorn_http_protocol(settings.connect_timeout),
-        proxy_headers=bool(settings.trusted_proxies),
-        forwarded_allow_ips=list(settings.trusted_proxies) or None,
-        ws_max_size=max(4 * settings.max_message_bytes, 1 << 20),
-        log_config=None,
-        server_header=False,
-        timeout_graceful_shutdown=5,
-    )
-    tune_gc()
-    uvicorn.Server(config).run()
+def parse_claim(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE as JSON when it parses (``n=3``, ``tags=["a"]``), else a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--claim takes KEY=VALUE, not {text!r}")
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value
 
 
 # -- commands ---------------------------------------------------------------------------
@@ -120,8 +87,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from wsgate.demo.app import create_app
     from wsgate.demo.seed import seed_demo_users
 
-    settings = settings_from(args)
-    configure_logging(settings.log_level, settings.log_format)
+    settings = settings_from(args, DemoSettings)
+    wsgate.configure_logging(settings.log_level, settings.log_format)
     if not (settings.jwt_secret or settings.jwt_public_key_file or settings.jwt_jwks_url):
         settings = settings.model_copy(update={"jwt_secret": SecretStr(secrets.token_urlsafe(48))})
         print(
@@ -133,10 +100,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     asyncio.run(seed_demo_users(settings.database))
     print(
         f"wsgate demo: serving http://{settings.host}:{settings.port}/ "
-        f"(allowed origins: {', '.join(app.origins.allowed)})",
+        f"(allowed origins: {app.describe_origins()})",
         file=sys.stderr,
     )
-    run_server(app, settings)
+    wsgate.run(app, settings)
     return 0
 
 
@@ -147,18 +114,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sys.path.insert(0, ".")
     app = getattr(importlib.import_module(module_name), attr)
     base = app.settings if isinstance(app, App) else Settings()
-    overrides = settings_from(args).model_dump(exclude_unset=True)
+    overrides = settings_from(args, Settings).model_dump(exclude_unset=True)
     settings = base.model_copy(update=overrides)
-    configure_logging(settings.log_level, settings.log_format)
-    run_server(app, settings)
+    wsgate.configure_logging(settings.log_level, settings.log_format)
+    wsgate.run(app, settings)
     return 0
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    issuer = TokenIssuer(jwt_config(settings))
+    settings = settings_from(args, Settings)
+    issuer = wsgate.token_issuer(settings)
     use: Literal["access", "refresh"] = "refresh" if args.refresh else "access"
-    token, _ = issuer.issue(args.sub, roles=args.role, ttl=args.ttl, use=use)
+    token, _ = issuer.issue(
+        args.sub, roles=args.role, ttl=args.ttl, use=use, extra_claims=dict(args.claim)
+    )
     print(token)
     return 0
 
@@ -166,7 +135,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_users_add(args: argparse.Namespace) -> int:
     from wsgate.stores import UserStore
 
-    settings = settings_from(args)
+    settings = settings_from(args, DemoSettings)
 
     async def add() -> str:
         store = UserStore(settings.database)
@@ -183,7 +152,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
 def cmd_revoke(args: argparse.Namespace) -> int:
     from wsgate.demo.app import revocation_store
 
-    settings = settings_from(args)
+    settings = settings_from(args, DemoSettings)
     if bool(args.sub) == bool(args.jti):
         raise ConfigurationError("revoke takes exactly one of --sub NAME or --jti ID")
     # The entry must outlive every token it may concern: the longest token life.
@@ -209,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="run the secured demo chat app")
-    add_settings_flags(demo)
+    add_settings_flags(demo, model=DemoSettings)
     demo.set_defaults(func=cmd_demo)
 
     serve = commands.add_parser("serve", help="run a wsgate App (MODULE:APP) under uvicorn")
@@ -225,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--role", action="append", default=[], help="repeat for several roles")
     token.add_argument("--ttl", type=float, default=900.0, help="seconds (default 900)")
     token.add_argument("--refresh", action="store_true", help="a refresh token instead")
+    token.add_argument(
+        "--claim",
+        action="append",
+        default=[],
+        type=parse_claim,
+        metavar="KEY=VALUE",
+        help="an extra claim; VALUE is JSON when it parses (repeat for several)",
+    )
     add_settings_flags(
         token,
         only=(
@@ -244,14 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("--password", required=True)
     add.add_argument("--role", action="append", default=[], help="repeat for several roles")
-    add_settings_flags(add, only=("database",))
+    add_settings_flags(add, only=("database",), model=DemoSettings)
     add.set_defaults(func=cmd_users_add)
 
     revoke = commands.add_parser("revoke", help="revoke tokens; live sockets are cut")
     revoke.add_argument("--sub", help="every token of this user issued before now")
     revoke.add_argument("--jti", help="one token by its jti")
     add_settings_flags(
-        revoke, only=("database", "redis_url", "access_token_ttl", "refresh_token_ttl")
+        revoke,
+        only=("database", "redis_url", "access_token_ttl", "refresh_token_ttl"),
+        model=DemoSettings,
     )
     revoke.set_defaults(func=cmd_revoke)
     return parser

@@ -16,7 +16,7 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import redis.asyncio as aioredis
@@ -28,6 +28,22 @@ log = logging.getLogger("wsgate.bus")
 
 Deliver = Callable[[str, str, Any, "str | None", "str | None"], Awaitable[None]]
 """(namespace, event, data, room, skip) -> deliver to this node's transports."""
+
+
+class Bus(Protocol):
+    """What the core's fan-out needs from a cross-node bus."""
+
+    def start(self, deliver: Deliver) -> None:
+        """Follow other nodes' broadcasts into ``deliver`` (idempotent, from a running loop)."""
+        ...
+
+    async def publish(
+        self, namespace: str, event: str, data: Any, room: str | None, skip: str | None
+    ) -> None:
+        """Hand one broadcast to the other nodes."""
+        ...
+
+    async def aclose(self) -> None: ...
 
 
 class RedisBus:

@@ -1,14 +1,23 @@
-"""A live connection as the core sees it, and the link back to its transport."""
+"""A live connection as the core sees it: its explicit state, its tasks, its transport link."""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from wsgate.core.handshake import Handshake
 from wsgate.principal import Principal
+
+MAX_IN_FLIGHT = 32
+"""Events of one connection handled at once; a transport's reader waits beyond it.
+
+Waiting (rather than refusing) pushes back on the client through TCP flow
+control, so one client cannot fill the server with tasks, and its events are
+never dropped silently.
+"""
 
 
 class TransportLink(Protocol):
@@ -43,17 +52,45 @@ def room_key(room: str) -> str:
     return "room:" + room
 
 
+@dataclass(slots=True)
+class Flood:
+    """Limit hits of one connection since the last audit line about them (monotonic times)."""
+
+    limit: str
+    started: float
+    last: float
+    count: int = 0
+
+
+class ConnectionState(enum.Enum):
+    """Where a connection is in its life; it only ever moves down this list.
+
+    ``OPEN`` -> ``EXPIRED`` (a grace window: only ``auth:refresh`` runs) and
+    back to ``OPEN`` on a refresh are the only moves up.
+    """
+
+    OPEN = "open"
+    """Admitted: events run."""
+    EXPIRED = "expired"
+    """The token expired and an ``expiry_grace`` window runs: only ``auth:refresh`` is handled."""
+    CLOSING = "closing"
+    """The server decided to close (``close_reason`` says why); nothing new runs."""
+    CLOSED = "closed"
+    """Released: its tasks are done, ``on_disconnect`` ran, it holds no slot."""
+
+
 @dataclass(eq=False, slots=True)
 class Connection:
     """One connection to one namespace, for as long as it lives.
 
+    ``state`` is the lifecycle (:class:`ConnectionState`); ``user_state`` is
+    the application's per-connection storage (``ctx.state``).
     ``principal`` changes when the client refreshes its token in band.
+    ``tasks`` holds the events in flight (at most :data:`MAX_IN_FLIGHT`), so
+    that ending the connection cancels them before ``on_disconnect`` runs.
     ``expiry_timer`` is the one timer that ends the session at the token's
-    expiry (re-armed on refresh, cancelled on close); ``expired`` is set
-    while a grace window runs; ``ending`` holds the reason once the server
-    decided to close, so a second reason (a revocation racing an expiry)
-    does not close it twice. ``limited`` names the limit the connection last
-    ran into, so a flood is audited once, not once per refused message.
+    expiry. ``flood`` counts the limit hits of the current flood, so that a
+    flood is audited once with a count, not once per refused message.
     """
 
     id: str
@@ -63,9 +100,19 @@ class Connection:
     transport: TransportLink
     connected_at: float = field(default_factory=time.time)
     rooms: set[str] = field(default_factory=set)
-    state: dict[str, Any] = field(default_factory=dict)
-    closed: bool = False
+    user_state: dict[str, Any] = field(default_factory=dict)
+    state: ConnectionState = ConnectionState.OPEN
+    close_reason: str | None = None
     expiry_timer: asyncio.TimerHandle | None = None
-    expired: bool = False
-    ending: str | None = None
-    limited: str | None = None
+    flood: Flood | None = None
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_IN_FLIGHT))
+
+    @property
+    def live(self) -> bool:
+        """True while events may run (open, or expired within a grace window)."""
+        return self.state is ConnectionState.OPEN or self.state is ConnectionState.EXPIRED
+
+    @property
+    def closed(self) -> bool:
+        return self.state is ConnectionState.CLOSED

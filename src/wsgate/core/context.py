@@ -1,31 +1,41 @@
-"""What a handler, guard or hook gets to know about and do with its connection."""
+"""What a handler, guard, filter or hook gets to know about and do with its connection."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from wsgate.core.connection import Connection, room_key
+from wsgate.codes import CloseReason
+from wsgate.core.connection import Connection
+from wsgate.core.fanout import Fanout
 from wsgate.core.handshake import Handshake
-from wsgate.errors import TooManyRequests
+from wsgate.core.server import Server
 from wsgate.principal import Principal
-
-if TYPE_CHECKING:
-    from wsgate.core.server import Server
 
 
 class Context:
     """The execution context of one event (or of a connect/disconnect hook).
 
     ``event`` is ``None`` in lifecycle hooks and connect-time guards.
+    ``body`` is the validated body once validation ran: guards run after
+    validation, so a guard can judge the message itself ("the ``boards``
+    claim holds this message's board id"); it is ``None`` for events that
+    take no body and at connect.
     """
 
-    __slots__ = ("_connection", "event", "server")
+    __slots__ = ("_connection", "_fanout", "body", "event")
 
-    def __init__(self, connection: Connection, server: Server, event: str | None = None) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        fanout: Fanout,
+        event: str | None = None,
+        body: Any = None,
+    ) -> None:
         self._connection = connection
-        self.server = server
+        self._fanout = fanout
         self.event = event
+        self.body = body
 
     @property
     def id(self) -> str:
@@ -59,7 +69,7 @@ class Context:
     @property
     def state(self) -> dict[str, Any]:
         """Per-connection storage for the application."""
-        return self._connection.state
+        return self._connection.user_state
 
     @property
     def rooms(self) -> frozenset[str]:
@@ -69,32 +79,30 @@ class Context:
     def transport(self) -> str:
         return self._connection.transport.name
 
+    @property
+    def server(self) -> Server:
+        """Broadcasts, bound to this connection's namespace (``namespace=`` reaches others)."""
+        return Server(self._fanout, self._connection.namespace)
+
     async def emit(self, event: str, data: Any = None) -> None:
         """Send ``event`` to this connection only."""
-        await self.server.send_to(self._connection, event, data)
+        await self._fanout.send_to(self._connection, event, data)
 
     async def join(self, room: str) -> None:
         """Enter ``room``; 429 past ``max_rooms_per_connection`` (each room costs memory)."""
-        conn = self._connection
-        if room not in conn.rooms and len(conn.rooms) >= self.server.max_rooms_per_connection:
-            raise TooManyRequests(
-                f"At most {self.server.max_rooms_per_connection} rooms per connection"
-            )
-        await conn.transport.enter_room(conn.id, conn.namespace, room_key(room))
-        conn.rooms.add(room)
+        await self._fanout.join(self._connection, room)
 
     async def leave(self, room: str) -> None:
-        conn = self._connection
-        await conn.transport.leave_room(conn.id, conn.namespace, room_key(room))
-        conn.rooms.discard(room)
+        await self._fanout.leave(self._connection, room)
 
     async def emit_to_room(
         self, room: str, event: str, data: Any = None, *, skip_self: bool = False
     ) -> None:
         """Send ``event`` to every member of ``room`` in this namespace, on every transport."""
-        await self.server.emit(
-            event, data, room=room, namespace=self.namespace, skip=self.id if skip_self else None
+        await self._fanout.emit(
+            self.namespace, event, data, room=room, skip=self.id if skip_self else None
         )
 
-    async def disconnect(self, reason: str = "server_disconnect") -> None:
-        await self.server.disconnect(self._connection, reason)
+    async def disconnect(self, reason: str = CloseReason.SERVER_DISCONNECT) -> None:
+        """Close this connection; ``on_disconnect`` runs with ``reason``."""
+        await self._fanout.close(self._connection, reason)

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from wsgate.security.cookies import parse_cookie_header
+from wsgate.security.origin import served_origins
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +17,8 @@ class Handshake:
 
     ``remote_addr`` is the TCP peer unless the server was told to trust a
     proxy's ``X-Forwarded-For`` (uvicorn's proxy headers, off by default).
+    ``served`` holds the origins of the address the request reached (the
+    default allowed origin when none is configured).
     """
 
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -24,6 +27,7 @@ class Handshake:
     auth: Any = field(default=None, repr=False)  # may hold the token: never in a repr or log
     remote_addr: str | None = None
     transport: str = "unknown"
+    served: tuple[str, ...] = ()
 
     @property
     def origin(self) -> str | None:
@@ -45,6 +49,7 @@ class Handshake:
             auth=auth,
             remote_addr=client[0] if client else None,
             transport=transport,
+            served=served_of(scope),
         )
 
 
@@ -60,3 +65,9 @@ def join_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
         else:
             headers[name] = value
     return headers
+
+
+def served_of(scope: Mapping[str, Any]) -> tuple[str, ...]:
+    """The origins of the address an ASGI request reached (see ``served_origins``)."""
+    server = scope.get("server")
+    return served_origins(str(scope.get("scheme", "http")), tuple(server) if server else None)

@@ -13,14 +13,28 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from wsgate.core.context import Context
+    from wsgate.errors import GatewayError
 
 T = TypeVar("T")
 
 Guard = Callable[["Context"], "bool | Awaitable[bool]"]
-"""A guard says whether an event may run; ``False`` or an exception denies."""
+"""A guard says whether an event may run; anything but ``True``, or an exception, denies.
 
-ExceptionFilter = Callable[[BaseException, "Context"], "dict[str, Any] | None"]
-"""A filter turns an exception into the error object a client sees, or passes (``None``)."""
+Event guards run after the body was validated and can read it as ``ctx.body``.
+"""
+
+ExceptionFilter = Callable[
+    [BaseException, "Context"], "GatewayError | Awaitable[GatewayError | None] | None"
+]
+"""A filter turns an exception into the :class:`~wsgate.GatewayError` a client sees, or passes.
+
+It may be ``async``. Returning ``None`` passes the exception to the next
+filter (and finally to the default one: a ``GatewayError`` as it is,
+anything else a generic 500). Whatever a filter returns, only the
+contract's error object ``{"status", "code", "message"[, "fields"]}`` goes on
+the wire: a return value that is not a ``GatewayError`` is logged and
+ignored, exactly as if the filter had raised.
+"""
 
 EVENT_ATTR = "__wsgate_event__"
 PUBLIC_ATTR = "__wsgate_public__"
@@ -82,7 +96,7 @@ def use_guards(*guards: Guard) -> Callable[[T], T]:
 def use_filters(*filters: ExceptionFilter) -> Callable[[T], T]:
     """Try ``filters`` (in order) on an exception before the default filter."""
     if not all(callable(item) for item in filters):
-        raise TypeError("use_filters() takes callables (exc, ctx) -> dict | None")
+        raise TypeError("use_filters() takes callables (exc, ctx) -> GatewayError | None")
 
     def mark(target: T) -> T:
         setattr(target, FILTERS_ATTR, tuple(filters))

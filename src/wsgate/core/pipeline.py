@@ -1,50 +1,69 @@
-"""The per-event pipeline: guards -> validation -> handler -> reply, inside exception filters.
+"""The per-event pipeline: roles -> validation -> guards -> handler, inside exception filters.
 
-The pipeline never lets an exception escape to the transport: whatever goes
-wrong becomes the contract's error object, and the connection stays open.
+The order is the documented order of checks (docs/session-model.md):
+roles need nothing but the token, so they go first and a caller without
+them learns nothing about the body's shape; guards run after validation so
+that they can read the validated body (``ctx.body``). The pipeline never
+lets an exception escape to the transport: whatever goes wrong becomes the
+contract's error object, and the connection stays open.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
 from wsgate.core.context import Context
+from wsgate.core.fanout import to_wire
 from wsgate.core.metadata import ExceptionFilter, Guard
 from wsgate.core.registry import HandlerSpec
-from wsgate.core.server import to_wire
 from wsgate.errors import BadRequest, Forbidden, GatewayError, InternalError
 
 log = logging.getLogger("wsgate.pipeline")
 
 
-async def run_event(spec: HandlerSpec, ctx: Context, payload: Any) -> tuple[Any, bool]:
-    """Run one event: ``(ack data, False)``, or ``(error object, True)`` when anything failed."""
+class Reply(NamedTuple):
+    """What an event answers: ack data, or the contract's error object when ``failed``."""
+
+    data: Any
+    failed: bool
+
+
+async def run_event(spec: HandlerSpec, ctx: Context, payload: Any) -> Reply:
+    """Run one event: its ack data, or an error object when anything failed."""
     try:
-        await check_guards(ctx, spec.public, spec.roles, spec.guards)
+        check_roles(ctx, spec.public, spec.roles)
         if spec.body is None:
+            await run_guards(ctx, spec.guards)
             result = await spec.call(ctx)
         else:
-            result = await spec.call(ctx, validate_body(spec, payload))
-        return to_wire(result), False
+            ctx.body = validate_body(spec, payload)
+            await run_guards(ctx, spec.guards)
+            result = await spec.call(ctx, ctx.body)
+        return Reply(to_wire(result), False)
     except Exception as exc:
-        return apply_filters(exc, ctx, spec.filters), True
+        return Reply(await apply_filters(exc, ctx, spec.filters), True)
 
 
-async def check_guards(
-    ctx: Context, public: bool, required_roles: tuple[str, ...], guards: tuple[Guard, ...]
-) -> None:
-    """Deny unless the roles are held and every guard says yes.
+def check_roles(ctx: Context, public: bool, required_roles: tuple[str, ...]) -> None:
+    """Deny unless every required role is held; ``public`` skips this check only.
 
     The token itself was verified at connect; expiry and revocation end the
-    connection rather than failing events one by one. ``public`` skips the
-    role check but never a guard the developer attached explicitly.
+    connection rather than failing events one by one.
     """
     if not public and required_roles and not ctx.principal.has_roles(*required_roles):
         raise Forbidden("Missing required role")
+
+
+async def run_guards(ctx: Context, guards: tuple[Guard, ...]) -> None:
+    """Deny unless every guard answers exactly ``True`` (default deny).
+
+    A guard that raises a :class:`GatewayError` chooses the answer; any other
+    exception denies with a 403 and goes to the log, never to the client.
+    """
     for guard in guards:
         try:
             verdict = guard(ctx)
@@ -77,16 +96,34 @@ def describe_errors(exc: ValidationError) -> dict[str, str]:
     return fields
 
 
-def apply_filters(exc: BaseException, ctx: Context, filters: tuple[ExceptionFilter, ...]) -> Any:
-    """The first filter that answers wins; the default filter answers everything else."""
+async def apply_filters(
+    exc: BaseException, ctx: Context, filters: tuple[ExceptionFilter, ...]
+) -> dict[str, Any]:
+    """The contract's error object for ``exc``: the first filter that answers wins.
+
+    A filter answers with a :class:`GatewayError` (sync or async); its
+    ``to_payload()`` is what goes on the wire, so no filter can put a trace,
+    a raw dict or a status outside 400-599 in front of a client. A filter
+    that raises or returns anything else is logged and skipped.
+    """
     for exception_filter in filters:
+        name = getattr(exception_filter, "__name__", repr(exception_filter))
         try:
             answer = exception_filter(exc, ctx)
+            if inspect.isawaitable(answer):
+                answer = await answer
         except Exception:
-            log.exception("exception filter %r raised", exception_filter)
+            log.exception("exception filter %s raised; trying the next one", name)
             continue
-        if answer is not None:
-            return answer
+        if answer is None:
+            continue
+        if isinstance(answer, GatewayError):
+            return answer.to_payload()
+        log.error(
+            "exception filter %s returned %s, not a GatewayError or None; ignored",
+            name,
+            type(answer).__name__,
+        )
     return default_filter(exc, ctx)
 
 

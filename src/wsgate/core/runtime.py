@@ -1,60 +1,51 @@
-"""The three calls every transport makes into the core: admit, handle_event, release.
+"""The core of one App: admission, dispatch, live sessions and fan-out, composed.
 
-A transport turns its wire protocol into these calls and nothing else, so
-the origin policy, token rules, guards, validation and error filtering are
-written once and hold on every transport alike.
+Each job lives in a module of its own (:mod:`~wsgate.core.admission`,
+:mod:`~wsgate.core.dispatch`, :mod:`~wsgate.core.sessions`,
+:mod:`~wsgate.core.fanout`, :mod:`~wsgate.core.handshakes`); this class
+builds them, owns the background work, and ends connections: on release
+(events in flight are cancelled, then ``on_disconnect`` runs) and at
+shutdown (every live socket is closed with ``server_shutdown``).
+Transports never see it: they get its :class:`~wsgate.core.port.Port`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import time
 from collections.abc import Mapping
-from typing import Any, Literal, Protocol
 
-from wsgate.audit import audit
-from wsgate.core.connection import Connection, TransportLink
+from wsgate.codes import CloseReason
+from wsgate.core.admission import Admission, Verifier
+from wsgate.core.connection import Connection, ConnectionState
 from wsgate.core.context import Context
-from wsgate.core.handshake import Handshake
-from wsgate.core.pipeline import apply_filters, check_guards, run_event
-from wsgate.core.refresh import REFRESH_EVENT, Refresher, unauthorized
+from wsgate.core.dispatch import Dispatcher
+from wsgate.core.fanout import Fanout
+from wsgate.core.handshakes import HandshakeSlots
+from wsgate.core.port import Port
+from wsgate.core.refresh import REFRESH_EVENT, Refresher
 from wsgate.core.registry import NamespaceSpec
 from wsgate.core.revocation_follower import RevocationFollower
 from wsgate.core.server import Server
-from wsgate.core.sessions import TOKEN_EXPIRED, Sessions, audit_connection
-from wsgate.errors import (
-    ConfigurationError,
-    ConnectionRefused,
-    GatewayError,
-    NotFound,
-    PayloadTooLarge,
-    TokenError,
-    TooManyRequests,
-)
+from wsgate.core.sessions import Sessions, audit_connection
+from wsgate.errors import ConfigurationError
 from wsgate.metrics import Metrics
-from wsgate.principal import Principal
-from wsgate.security.limits import LimitExceeded, Limits
+from wsgate.security.limits import ConnectionSlots, EventRateLimiter, LocalConnectionSlots
 from wsgate.security.origin import OriginPolicy
-from wsgate.security.token_source import extract_token, query_token_present
-from wsgate.stores.revocation import RevocationStore, StoreUnavailable
+from wsgate.stores.revocation import RevocationStore
 
 log = logging.getLogger("wsgate.runtime")
 
-
-class Verifier(Protocol):
-    async def verify(
-        self, token: str, *, use: Literal["access", "refresh"] = "access"
-    ) -> Principal: ...
+SHUTDOWN_GRACE = 5.0
+"""Seconds live connections get to close after ``server_shutdown`` before they are dropped."""
 
 
 class Runtime:
     """Holds the namespaces, the live connections and the security policies of one App.
 
-    What is checked when (see docs/session-model.md): at admit the origin,
-    the token, revocation, the connect guards and the limits on handshakes
-    and connections per user; at every event the rate limit, the expiry
-    grace state and the event's guards; in between, one expiry timer per
-    connection and the revocation follower end sessions as they happen.
+    What is checked when: see docs/session-model.md. The one thing the
+    transports get is :attr:`port`.
     """
 
     def __init__(
@@ -66,7 +57,14 @@ class Runtime:
         metrics: Metrics,
         allow_query_token: bool = False,
         revocations: RevocationStore | None = None,
-        limits: Limits | None = None,
+        rate_limit: float = 50.0,
+        max_message_bytes: int = 65536,
+        connection_slots: ConnectionSlots | None = None,
+        max_connections_per_user: int = 20,
+        max_pending_handshakes: int = 1000,
+        max_pending_handshakes_per_address: int = 100,
+        max_rooms_per_connection: int = 100,
+        connect_timeout: float = 10.0,
         leeway: float = 0.0,
         expiry_grace: float = 0.0,
     ) -> None:
@@ -77,307 +75,135 @@ class Runtime:
                     "built in (it re-verifies the token); use another event name"
                 )
         self.registry = registry
-        self.verifier = verifier
-        self.origins = origins
         self.metrics = metrics
-        self.allow_query_token = allow_query_token
         self.revocations = revocations
-        self.limits = limits if limits is not None else Limits()
-        self.server = Server()
-        self.sessions = Sessions(self.server, metrics, leeway=leeway, grace=expiry_grace)
-        self.refresher = Refresher(self._verify_live, self._check_refresh_guards, self.sessions)
+        self.fanout = Fanout(max_rooms_per_connection=max_rooms_per_connection)
+        self.server = Server(self.fanout)
+        self.sessions = Sessions(self.fanout, metrics, leeway=leeway, grace=expiry_grace)
+        self.rate = EventRateLimiter(rate_limit)
+        self.slots: ConnectionSlots = (
+            connection_slots
+            if connection_slots is not None
+            else LocalConnectionSlots(max_connections_per_user)
+        )
+        self.handshakes = HandshakeSlots(
+            max_pending_handshakes, max_pending_handshakes_per_address, metrics
+        )
+        self.admission = Admission(
+            registry,
+            verifier=verifier,
+            origins=origins,
+            revocations=revocations,
+            slots=self.slots,
+            sessions=self.sessions,
+            fanout=self.fanout,
+            metrics=metrics,
+            allow_query_token=allow_query_token,
+        )
+        refresher = Refresher(
+            self.admission.verify_live, self.admission.check_refresh_guards, self.sessions
+        )
+        self.dispatcher = Dispatcher(
+            registry,
+            rate=self.rate,
+            refresher=refresher,
+            fanout=self.fanout,
+            metrics=metrics,
+            max_message_bytes=max_message_bytes,
+        )
         self.follower = (
-            RevocationFollower(revocations, self.sessions, self.server.connections.values)
+            RevocationFollower(revocations, self.sessions, self.fanout.connections.values)
             if revocations is not None
             else None
+        )
+        self._drained: asyncio.Event | None = None
+        """Set when the last connection is released, while a shutdown waits for it."""
+        self.port = Port(
+            self,
+            connect_timeout=connect_timeout,
+            max_message_bytes=max_message_bytes,
         )
 
     def start(self) -> None:
         """Start the background work (revocation follower, bus, connection leases); idempotent."""
         if self.follower is not None:
             self.follower.ensure_started()
-        if self.server.bus is not None:
-            self.server.bus.start(self.server.deliver_locally)
-        self.limits.connections.start()
-
-    async def aclose(self) -> None:
-        """Stop the background work; live connections are the transports' to close."""
-        if self.follower is not None:
-            await self.follower.aclose()
-        if self.server.bus is not None:
-            await self.server.bus.aclose()
-        await self.limits.connections.aclose()
-
-    def namespaces(self) -> list[str]:
-        return list(self.registry)
-
-    async def admit(
-        self, namespace: str, handshake: Handshake, conn_id: str, transport: TransportLink
-    ) -> Connection:
-        """Verify a handshake and register the connection, or raise :class:`ConnectionRefused`."""
-        self.start()
-        gate = self.limits.handshakes
-        try:
-            if not gate.enter():
-                self.metrics.limit_hits.labels("handshakes").inc()
-                raise LimitExceeded("Server busy; try again", "max_pending_handshakes")
-            self.metrics.pending_handshakes.inc()
-            try:
-                return await self._admit(namespace, handshake, conn_id, transport)
-            finally:
-                gate.leave()
-                self.metrics.pending_handshakes.dec()
-        except ConnectionRefused as refusal:
-            reason = (
-                refusal.reason if isinstance(refusal, TokenError | LimitExceeded) else refusal.code
-            )
-            self.record_refusal(conn_id, namespace, transport.name, handshake, refusal.code, reason)
-            raise
-
-    def record_refusal(
-        self,
-        conn_id: str,
-        namespace: str,
-        transport: str,
-        handshake: Handshake,
-        code: str,
-        reason: str,
-    ) -> None:
-        """Count and audit one refused connection (also for refusals a transport makes itself)."""
-        self.metrics.auth_failures.labels(reason).inc()
-        audit(
-            "refused",
-            level=logging.WARNING,
-            conn_id=conn_id,
-            namespace=namespace,
-            transport=transport,
-            remote=handshake.remote_addr,
-            origin=handshake.origin,
-            code=code,
-            reason=reason,
-        )
-
-    async def _admit(
-        self, namespace: str, handshake: Handshake, conn_id: str, transport: TransportLink
-    ) -> Connection:
-        spec = self.registry.get(namespace)
-        if spec is None:
-            raise ConnectionRefused("forbidden", "Unknown namespace")
-        origin = handshake.origin
-        # The HTTP layer already answered 403 to a bad Origin; checking again
-        # here keeps a transport added later from forgetting it.
-        if origin is not None and not self.origins.is_allowed(origin):
-            raise ConnectionRefused("forbidden", "Origin not allowed")
-        found = extract_token(
-            auth=handshake.auth,
-            headers=handshake.headers,
-            cookies=handshake.cookies,
-            query=handshake.query,
-            allow_query=self.allow_query_token,
-        )
-        if found is None:
-            why = "query_token_refused" if query_token_present(handshake.query) else "missing_token"
-            raise TokenError("unauthorized", "Authentication required", why)
-        principal = await self._verify_live(found.token)
-        connection = Connection(
-            id=conn_id,
-            namespace=namespace,
-            principal=principal,
-            handshake=handshake,
-            transport=transport,
-        )
-        ctx = Context(connection, self.server)
-        await self._check_connect_guards(spec, ctx)
-        slots = self.limits.connections
-        try:
-            taken = await slots.acquire(principal.sub, conn_id)
-        except StoreUnavailable:
-            log.error("connection count store unavailable; refusing the connection")
-            raise TokenError(
-                "unauthorized", "Session cannot be checked now", "store_unavailable"
-            ) from None
-        if not taken:
-            self.metrics.limit_hits.labels("connections_per_user").inc()
-            raise LimitExceeded(
-                f"At most {slots.limit} connections per user", "max_connections_per_user"
-            )
-        self.server.connections[conn_id] = connection
-        try:
-            await spec.gateway.on_connect(ctx)
-        except BaseException as exc:
-            self.server.connections.pop(conn_id, None)
-            await slots.release(principal.sub, conn_id)
-            if isinstance(exc, ConnectionRefused) or not isinstance(exc, Exception):
-                raise
-            raise _refusal_from(exc, spec) from None
-        try:
-            # A revocation that landed while this connect was being checked
-            # (guards, slot count, on_connect) came before the connection was
-            # registered, so the revocation follower could not see it: ask again.
-            await self._check_not_revoked(principal)
-        except ConnectionRefused:
-            self.server.connections.pop(conn_id, None)
-            await slots.release(principal.sub, conn_id)
-            raise
-        self.sessions.arm(connection)
-        metrics = self.metrics
-        metrics.child(metrics.connects, namespace, transport.name).inc()
-        metrics.child(metrics.connections, namespace, transport.name).inc()
-        audit_connection("connected", connection)
-        return connection
-
-    async def _verify_live(self, token: str) -> Principal:
-        """A token as at connect: verified, an access token, and not revoked."""
-        principal = await self.verifier.verify(token, use="access")
-        await self._check_not_revoked(principal)
-        return principal
-
-    async def _check_refresh_guards(self, connection: Connection, principal: Principal) -> None:
-        """The namespace's connect roles and guards, judged for a refreshed principal."""
-        trial = Connection(
-            id=connection.id,
-            namespace=connection.namespace,
-            principal=principal,
-            handshake=connection.handshake,
-            transport=connection.transport,
-            rooms=connection.rooms,
-            state=connection.state,
-        )
-        await self._check_connect_guards(
-            self.registry[connection.namespace], Context(trial, self.server)
-        )
-
-    async def _check_not_revoked(self, principal: Principal) -> None:
-        """Fail closed: a store that cannot answer refuses the connection."""
-        if self.revocations is None:
-            return
-        try:
-            revoked = await self.revocations.is_revoked(
-                sub=principal.sub, jti=principal.jti, issued_at=principal.issued_at
-            )
-        except StoreUnavailable:
-            log.error("revocation store unavailable; refusing the connection")
-            raise TokenError(
-                "unauthorized", "Session cannot be checked now", "store_unavailable"
-            ) from None
-        if revoked:
-            raise TokenError("token_revoked", "Token revoked", "revoked")
-
-    async def _check_connect_guards(self, spec: NamespaceSpec, ctx: Context) -> None:
-        try:
-            await check_guards(ctx, False, spec.connect_roles, spec.connect_guards)
-        except GatewayError as exc:
-            code = "unauthorized" if exc.status == 401 else "forbidden"
-            raise ConnectionRefused(code, exc.message) from None
-
-    async def handle_event(
-        self, connection: Connection, event: str, payload: Any
-    ) -> tuple[Any, bool]:
-        """Run ``event`` for ``connection``: ``(ack data, failed)``; never raises.
-
-        A closing session runs nothing; then the rate limit, before any
-        handler work, so a flood costs the server as little as possible; then
-        the built-in ``auth:refresh``; then, during an expiry grace window,
-        nothing else; then the gateway's handler.
-        """
-        if connection.closed or connection.ending is not None:
-            # The transport may still hand over an event read before the close;
-            # a closed or closing session runs nothing and keeps no state.
-            return unauthorized("unauthorized", "Session is closing").to_payload(), True
-        spec = self.registry[connection.namespace]
-        handler = spec.handlers.get(event)
-        # Unknown names are not used as metric labels: a client could
-        # otherwise grow the label set without bound.
-        label = event if handler is not None or event == REFRESH_EVENT else "<unknown>"
-        if not self.limits.events.allow(connection.id):
-            return self._limited(connection, label, "rate", TooManyRequests()), True
-        connection.limited = None
-        if event == REFRESH_EVENT:
-            reply, failed = await self.refresher(connection, payload)
-            self.metrics.refreshes.labels("refused" if failed else "ok").inc()
-            return self._count(label, reply, failed), failed
-        if connection.expired:
-            error = unauthorized(TOKEN_EXPIRED, "Token expired; send auth:refresh")
-            return self._count(label, error.to_payload(), True), True
-        ctx = Context(connection, self.server, event)
-        if handler is None:
-            return self._count(label, apply_filters(NotFound(), ctx, spec.filters), True), True
-        started = time.perf_counter()
-        reply, failed = await run_event(handler, ctx, payload)
-        self.metrics.observe_handler(event, time.perf_counter() - started)
-        if failed and _status_of(reply) in (401, 403):
-            audit_connection("denied", connection, level=logging.WARNING, event=event)
-        return self._count(label, reply, failed), failed
-
-    def reject_oversize(self, connection: Connection, size: int) -> Any:
-        """The 413 error object for a message over ``max_message_bytes``.
-
-        The transport measures the raw message before decoding it (decoding
-        is the cost being avoided) and sends the answer its own way.
-        """
-        error = PayloadTooLarge(f"Messages are limited to {self.limits.max_message_bytes} bytes")
-        return self._limited(connection, "<unknown>", "message_size", error, size=size)
-
-    def _limited(
-        self, connection: Connection, label: str, limit: str, error: GatewayError, **fields: Any
-    ) -> Any:
-        """Count a limit hit; audit only the first of a run, so a flood is one log line."""
-        self.metrics.limit_hits.labels(limit).inc()
-        if connection.limited != limit:
-            connection.limited = limit
-            audit_connection("limited", connection, level=logging.WARNING, limit=limit, **fields)
-        return self._count(label, error.to_payload(), True)
-
-    def _count(self, label: str, reply: Any, failed: bool) -> Any:
-        """Events by name and outcome, and error replies by status."""
-        if not failed:
-            self.metrics.count_event(label, "ok")
-            return reply
-        status = _status_of(reply)
-        outcome = _OUTCOMES.get(status, "error") if status is not None else "error"
-        self.metrics.count_event(label, outcome)
-        self.metrics.errors.labels(str(status)).inc()
-        return reply
+        if self.fanout.bus is not None:
+            self.fanout.bus.start(self.fanout.deliver_locally)
+        self.slots.start()
 
     async def release(self, connection: Connection, reason: str) -> None:
-        """The connection is gone: run ``on_disconnect`` once and forget it."""
-        if connection.closed:
+        """The connection is gone: cancel its events, run ``on_disconnect`` once, forget it.
+
+        Only the first call for a connection does anything (it is the one that
+        takes the connection out of the registry). Events still in flight are
+        cancelled and awaited first, so ``on_disconnect`` is the last thing
+        the application sees of the connection; an event that itself ended
+        its connection (``ctx.disconnect()``) is the one exception, since it
+        cannot wait for itself.
+        """
+        if self.fanout.connections.get(connection.id) is not connection:
             return
-        connection.closed = True
-        self.server.connections.pop(connection.id, None)
+        del self.fanout.connections[connection.id]
+        if self._drained is not None and not self.fanout.connections:
+            self._drained.set()
+        connection.state = ConnectionState.CLOSING
+        reason = connection.close_reason or reason
+        connection.close_reason = reason
         self.sessions.disarm(connection)
-        self.limits.events.forget(connection.id)
-        await self.limits.connections.release(connection.principal.sub, connection.id)
-        spec = self.registry[connection.namespace]
+        current = asyncio.current_task()
+        in_flight = [task for task in connection.tasks if task is not current]
+        for task in in_flight:
+            task.cancel()
+        if in_flight:
+            await asyncio.gather(*in_flight, return_exceptions=True)
+        connection.state = ConnectionState.CLOSED
+        self.rate.forget(connection.id)
+        self.dispatcher.flush_flood_log(connection)
+        await self.slots.release(connection.principal.sub, connection.id)
         metrics = self.metrics
         metrics.child(metrics.connections, connection.namespace, connection.transport.name).dec()
         metrics.child(metrics.disconnects, reason).inc()
         audit_connection("disconnected", connection, reason=reason)
+        spec = self.registry[connection.namespace]
         try:
-            await spec.gateway.on_disconnect(Context(connection, self.server), reason)
+            await spec.gateway.on_disconnect(Context(connection, self.fanout), reason)
         except Exception:
             log.exception("on_disconnect of %s raised", connection.namespace)
 
+    async def shutdown(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Close every live connection (:meth:`close_all`), then stop the background work."""
+        await self.close_all(grace)
+        await self.aclose()
 
-_OUTCOMES = {
-    400: "invalid",
-    401: "denied",
-    403: "denied",
-    404: "not_found",
-    413: "too_large",
-    429: "rate_limited",
-}
+    async def close_all(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Close every live connection with ``server_shutdown`` and wait for them to go.
 
+        Transports close their sockets (1001 on ``/ws``, a Socket.IO
+        DISCONNECT) and release the connections; whatever has not been
+        released within ``grace`` seconds is released here.
+        """
+        live = list(self.fanout.connections.values())
+        if live:
+            log.info("shutting down: closing %d live connection(s)", len(live))
+        for connection in live:
+            try:
+                await self.sessions.end(connection, CloseReason.SERVER_SHUTDOWN)
+            except Exception:
+                log.exception("closing connection %s at shutdown failed", connection.id)
+        if self.fanout.connections:
+            self._drained = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), grace)
+            self._drained = None
+        for connection in list(self.fanout.connections.values()):
+            await self.release(connection, CloseReason.SERVER_SHUTDOWN)
 
-def _status_of(reply: Any) -> int | None:
-    error = reply.get("error") if isinstance(reply, dict) else None
-    status = error.get("status") if isinstance(error, dict) else None
-    return status if isinstance(status, int) else None
-
-
-def _refusal_from(exc: Exception, spec: NamespaceSpec) -> ConnectionRefused:
-    """An exception from ``on_connect`` refuses the connection; it never crashes the server."""
-    if isinstance(exc, GatewayError) and exc.status in (401, 403):
-        return ConnectionRefused("unauthorized" if exc.status == 401 else "forbidden", exc.message)
-    log.error("on_connect of %s raised; refusing the connection", spec.namespace, exc_info=exc)
-    return ConnectionRefused("forbidden", "Connection refused")
+    async def aclose(self) -> None:
+        """Stop the background work (follower, bus, leases, session tasks)."""
+        if self.follower is not None:
+            await self.follower.aclose()
+        if self.fanout.bus is not None:
+            await self.fanout.bus.aclose()
+        await self.slots.aclose()
+        await self.sessions.aclose()

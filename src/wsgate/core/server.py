@@ -1,41 +1,31 @@
-"""Broadcasts and server-side actions that reach every transport at once."""
+"""``ctx.server`` and ``app.server``: what an application may do to connections beyond its own."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic_core import to_jsonable_python
-
-from wsgate.core.bus import RedisBus
-from wsgate.core.connection import Connection, TransportLink, room_key
-
-
-def to_wire(data: Any) -> Any:
-    """Pydantic models, dataclasses and the like as plain JSON data, converted once per emit."""
-    if data is None or isinstance(data, str | int | float | bool):
-        return data
-    return to_jsonable_python(data)
+from wsgate.codes import CloseReason
+from wsgate.core.fanout import Fanout
 
 
 class Server:
-    """``ctx.server``: emit to everyone, a room, or one connection, on every transport.
+    """Emit to a namespace, a room or one connection, on every transport (and node).
 
-    A message to a room reaches Socket.IO and plain WebSocket members alike,
-    so the application never has to know how a client connected.
+    Bound to a namespace: ``ctx.server`` is bound to the gateway's own, so
+    ``ctx.server.emit("news", data)`` from the ``/board`` gateway reaches
+    ``/board``; ``app.server`` is bound to ``/``. Pass ``namespace=`` to
+    reach another one, or take :meth:`of`.
     """
 
-    def __init__(self) -> None:
-        self._transports: list[TransportLink] = []
-        self.connections: dict[str, Connection] = {}
-        self.bus: RedisBus | None = None
-        self.max_rooms_per_connection = 100
+    __slots__ = ("_fanout", "namespace")
 
-    def add_transport(self, transport: TransportLink) -> None:
-        self._transports.append(transport)
+    def __init__(self, fanout: Fanout, namespace: str = "/") -> None:
+        self._fanout = fanout
+        self.namespace = namespace
 
-    def use_bus(self, bus: RedisBus) -> None:
-        """Share broadcasts with other nodes through ``bus`` (started on first use)."""
-        self.bus = bus
+    def of(self, namespace: str) -> Server:
+        """The same server, bound to ``namespace``."""
+        return Server(self._fanout, namespace)
 
     async def emit(
         self,
@@ -43,36 +33,44 @@ class Server:
         data: Any = None,
         *,
         room: str | None = None,
-        namespace: str = "/",
+        namespace: str | None = None,
         skip: str | None = None,
     ) -> None:
-        """Send ``event`` to every connection of ``namespace`` (or of ``room`` in it)."""
-        payload = to_wire(data)
-        target = room_key(room) if room is not None else None
-        await self.deliver_locally(namespace, event, payload, target, skip)
-        if self.bus is not None:
-            self.bus.start(self.deliver_locally)
-            await self.bus.publish(namespace, event, payload, target, skip)
+        """Send ``event`` to every connection of the namespace (or of ``room`` in it).
 
-    async def deliver_locally(
-        self, namespace: str, event: str, payload: Any, room: str | None, skip: str | None
-    ) -> None:
-        """Hand an already-encoded broadcast to every transport of this node."""
-        for transport in self._transports:
-            await transport.broadcast(namespace, event, payload, room=room, skip=skip)
+        ``skip`` is a connection id that does not get it (usually the
+        sender's). With a bus (``redis_url``) other nodes' members get it too;
+        when the bus cannot take it, :class:`~wsgate.Unavailable` is raised
+        (local members already have it), so a handler's ack says 503.
+        """
+        await self._fanout.emit(
+            namespace if namespace is not None else self.namespace,
+            event,
+            data,
+            room=room,
+            skip=skip,
+        )
 
-    async def send_to(self, connection: Connection, event: str, data: Any = None) -> None:
-        """Send ``event`` to one connection."""
-        if connection.closed:
-            return
-        await connection.transport.send(connection.id, connection.namespace, event, to_wire(data))
+    async def send_to(self, conn_id: str, event: str, data: Any = None) -> bool:
+        """Send ``event`` to the live connection ``conn_id`` of this node; False if none."""
+        connection = self._fanout.connections.get(conn_id)
+        if connection is None:
+            return False
+        await self._fanout.send_to(connection, event, data)
+        return True
 
-    async def disconnect(self, connection: Connection, reason: str = "server_disconnect") -> None:
-        """Close one connection; its ``on_disconnect`` hook runs with ``reason``."""
-        if connection.closed:
-            return
-        await connection.transport.close(connection.id, connection.namespace, reason)
+    async def disconnect(self, conn_id: str, reason: str = CloseReason.SERVER_DISCONNECT) -> bool:
+        """Close the connection ``conn_id`` on this node; False if there is none."""
+        connection = self._fanout.connections.get(conn_id)
+        if connection is None:
+            return False
+        await self._fanout.close(connection, reason)
+        return True
 
-    def connections_of(self, sub: str) -> list[Connection]:
-        """Live connections of one user on this node."""
-        return [conn for conn in self.connections.values() if conn.principal.sub == sub]
+    def connections_of(self, sub: str) -> list[str]:
+        """Ids of the live connections of user ``sub`` on this node."""
+        return [connection.id for connection in self._fanout.connections_of(sub)]
+
+    def connection_count(self) -> int:
+        """Live connections on this node, every namespace and transport."""
+        return len(self._fanout.connections)

@@ -20,17 +20,18 @@ import time
 from typing import Any
 
 from wsgate.audit import audit
-from wsgate.core.connection import Connection
-from wsgate.core.server import Server
+from wsgate.codes import CloseReason
+from wsgate.core.connection import Connection, ConnectionState
+from wsgate.core.fanout import Fanout
 from wsgate.metrics import Metrics
 
 log = logging.getLogger("wsgate.sessions")
 
 EXPIRED_EVENT = "auth:expired"
 REVOKED_EVENT = "auth:revoked"
-TOKEN_EXPIRED = "token_expired"
-TOKEN_REVOKED = "token_revoked"
-_NOTICES = {TOKEN_EXPIRED: EXPIRED_EVENT, TOKEN_REVOKED: REVOKED_EVENT}
+TOKEN_EXPIRED = CloseReason.TOKEN_EXPIRED
+TOKEN_REVOKED = CloseReason.TOKEN_REVOKED
+_NOTICES: dict[str, str] = {TOKEN_EXPIRED: EXPIRED_EVENT, TOKEN_REVOKED: REVOKED_EVENT}
 
 
 def audit_connection(action: str, connection: Connection, **fields: Any) -> None:
@@ -53,9 +54,9 @@ class Sessions:
     """Arms expiry timers and ends sessions, for every transport alike."""
 
     def __init__(
-        self, server: Server, metrics: Metrics, *, leeway: float = 0.0, grace: float = 0.0
+        self, fanout: Fanout, metrics: Metrics, *, leeway: float = 0.0, grace: float = 0.0
     ) -> None:
-        self.server = server
+        self.fanout = fanout
         self.metrics = metrics
         self.leeway = leeway
         self.grace = grace
@@ -68,9 +69,13 @@ class Sessions:
         return None if expires_at is None else expires_at + self.leeway
 
     def arm(self, connection: Connection) -> None:
-        """(Re)start the connection's one expiry timer from its current principal."""
+        """(Re)start the connection's one expiry timer from its current principal.
+
+        A refresh during a grace window brings the connection back to ``OPEN``.
+        """
         self.disarm(connection)
-        connection.expired = False
+        if connection.state is ConnectionState.EXPIRED:
+            connection.state = ConnectionState.OPEN
         deadline = self.deadline(connection)
         if deadline is None:
             return
@@ -85,12 +90,12 @@ class Sessions:
 
     def _on_deadline(self, connection: Connection) -> None:
         connection.expiry_timer = None
-        if connection.closed or connection.ending is not None:
+        if not connection.live:
             return
-        if self.grace > 0 and not connection.expired:
+        if self.grace > 0 and connection.state is ConnectionState.OPEN:
             # The grace window: the client is told now and may still refresh;
-            # every other event is refused until it does (see Runtime).
-            connection.expired = True
+            # every other event is refused until it does (see the dispatcher).
+            connection.state = ConnectionState.EXPIRED
             loop = asyncio.get_running_loop()
             connection.expiry_timer = loop.call_later(self.grace, self._on_deadline, connection)
             self._spawn(self._notify_expired(connection))
@@ -99,7 +104,7 @@ class Sessions:
 
     async def _notify_expired(self, connection: Connection) -> None:
         audit_connection("expired", connection, reason=TOKEN_EXPIRED, grace=self.grace)
-        await self.server.send_to(
+        await self.fanout.send_to(
             connection, EXPIRED_EVENT, {"reason": TOKEN_EXPIRED, "grace": self.grace}
         )
 
@@ -110,16 +115,17 @@ class Sessions:
         ``token_revoked`` are announced first as ``auth:expired`` and
         ``auth:revoked``.
         """
-        if connection.closed or connection.ending is not None:
+        if not connection.live:
             return False
         if reason == TOKEN_EXPIRED and connection.expiry_timer is not None:
             # The timer fired, then an auth:refresh armed a new one before
             # this task ran: the new token stands.
             return False
-        connection.ending = reason
-        self.disarm(connection)
         # After a grace window the client was already told it expired.
-        already_told = reason == TOKEN_EXPIRED and connection.expired
+        already_told = reason == TOKEN_EXPIRED and connection.state is ConnectionState.EXPIRED
+        connection.state = ConnectionState.CLOSING
+        connection.close_reason = reason
+        self.disarm(connection)
         notice = _NOTICES.get(reason)
         if notice is not None and not already_told:
             revoked = reason == TOKEN_REVOKED
@@ -132,12 +138,20 @@ class Sessions:
         self.metrics.session_ends.labels(reason).inc()
         try:
             if notice is not None and not already_told:
-                await self.server.send_to(connection, notice, {"reason": reason})
+                await self.fanout.send_to(connection, notice, {"reason": reason}, force=True)
         except Exception:
             log.warning("could not tell %s why it is closed; closing anyway", connection.id)
         finally:
-            await self.server.disconnect(connection, reason)
+            await self.fanout.close(connection, reason)
         return True
+
+    async def aclose(self) -> None:
+        """Cancel the session tasks still running (the App is stopping)."""
+        tasks, self._tasks = set(self._tasks), set()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)

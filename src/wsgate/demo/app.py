@@ -9,10 +9,11 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from wsgate import App, Settings
+from wsgate import App, RedisRevocationStore, RevocationStore, SqliteRevocationStore
 from wsgate.demo.auth_routes import DemoAuth
 from wsgate.demo.gateways import Admin, Chat
-from wsgate.stores import RevocationStore, SqliteRevocationStore, UserStore
+from wsgate.demo.settings import DemoSettings
+from wsgate.stores import UserStore
 
 STATIC = Path(__file__).parent / "static"
 
@@ -31,20 +32,18 @@ async def page(request: Request) -> Response:
     return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
 
-def revocation_store(settings: Settings) -> RevocationStore:
+def revocation_store(settings: DemoSettings) -> RevocationStore:
     """Redis when configured (several nodes share revocations), else the SQLite file."""
     if settings.redis_url:
-        from wsgate.stores import RedisRevocationStore
-
         return RedisRevocationStore(settings.redis_url)
     return SqliteRevocationStore(settings.database)
 
 
-def create_app(settings: Settings) -> App:
+def create_app(settings: DemoSettings) -> App:
     """The demo App for ``settings`` (which must already hold a key)."""
     users = UserStore(settings.database)
     revocations = revocation_store(settings)
-    auth = DemoAuth(users, revocations)
+    auth = DemoAuth(users, revocations, settings)
     app = App(
         [Chat(), Admin()],
         settings,

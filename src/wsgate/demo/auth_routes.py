@@ -18,10 +18,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from wsgate import ConfigurationError, Principal, TokenError
-from wsgate.security.cookies import parse_cookie_header
-from wsgate.security.jwt import TokenIssuer
-from wsgate.stores import RevocationStore, StoreUnavailable, UserStore
+from wsgate import (
+    ConfigurationError,
+    Handshake,
+    Principal,
+    RevocationStore,
+    StoreUnavailable,
+    TokenError,
+    TokenIssuer,
+)
+from wsgate.demo.settings import DemoSettings
+from wsgate.stores import UserStore
 
 if TYPE_CHECKING:
     from wsgate import App
@@ -81,6 +88,11 @@ async def read_capped(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def cookies_of(request: Request) -> dict[str, str]:
+    """The request's cookies, read as the gateways read them (the first duplicate wins)."""
+    return dict(Handshake.from_asgi_scope(request.scope, transport="http").cookies)
+
+
 def login_disabled() -> JSONResponse:
     return error(503, "login_unavailable", "Login is disabled: this server only verifies tokens")
 
@@ -88,9 +100,12 @@ def login_disabled() -> JSONResponse:
 class DemoAuth:
     """Login, refresh and logout for the demo's SQLite users."""
 
-    def __init__(self, users: UserStore, revocations: RevocationStore) -> None:
+    def __init__(
+        self, users: UserStore, revocations: RevocationStore, settings: DemoSettings
+    ) -> None:
         self.users = users
         self.revocations = revocations
+        self.settings = settings
         self._app: App | None = None
         self._issuer: TokenIssuer | None = None
 
@@ -143,7 +158,7 @@ class DemoAuth:
             return refused
         if self._issuer is None:
             return login_disabled()
-        token = parse_cookie_header(request.headers.get("cookie", "")).get(REFRESH_COOKIE)
+        token = cookies_of(request).get(REFRESH_COOKIE)
         if not token:
             return error(401, "unauthorized", "No refresh token")
         try:
@@ -167,7 +182,7 @@ class DemoAuth:
     async def logout(self, request: Request) -> Response:
         if refused := self._cross_origin(request):
             return refused
-        cookies = parse_cookie_header(request.headers.get("cookie", ""))
+        cookies = cookies_of(request)
         revoked = 0
         presented: tuple[tuple[str | None, Literal["access", "refresh"]], ...] = (
             (cookies.get(ACCESS_COOKIE), "access"),
@@ -199,7 +214,7 @@ class DemoAuth:
 
     def _session_response(self, request: Request, sub: str, roles: tuple[str, ...]) -> Response:
         assert self._issuer is not None
-        settings = self.app.settings
+        settings = self.settings
         access, principal = self._issuer.issue(sub, roles=roles, ttl=settings.access_token_ttl)
         refresh, _ = self._issuer.issue(
             sub, roles=roles, ttl=settings.refresh_token_ttl, use="refresh"
@@ -229,11 +244,11 @@ class DemoAuth:
         return spell_samesite(response)
 
     def _secure(self, request: Request) -> bool:
-        return self.app.settings.secure_cookies or request.url.scheme == "https"
+        return self.settings.secure_cookies or request.url.scheme == "https"
 
     def _cross_origin(self, request: Request) -> Response | None:
         origin = request.headers.get("origin")
-        if origin is not None and not self.app.origins.is_allowed(origin):
+        if origin is not None and not self.app.origin_allowed(origin, request.scope):
             return error(403, "forbidden", "Origin not allowed")
         return None
 

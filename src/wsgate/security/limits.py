@@ -1,8 +1,9 @@
-"""Limits: event rate per connection, connections per user, handshakes in flight.
+"""Limits: event rate per connection, connections per user, message size.
 
 Each limit is a small object with a yes/no question and a way to give back
-what was taken; the :class:`~wsgate.core.runtime.Runtime` asks them, so
-every transport is limited alike. Nothing here knows about sockets.
+what was taken; the core asks them, so every transport is limited alike.
+Nothing here knows about sockets. (Handshakes in flight are counted by
+:mod:`wsgate.core.handshakes`, which also reports them as metrics.)
 
 The event rate is a property of one connection, which lives on one node, so
 it stays in memory: sharing it through Redis would only add a round trip per
@@ -18,25 +19,10 @@ import bisect
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass
 from typing import Protocol
-
-from wsgate.errors import ConnectionRefused
 
 BURST_FACTOR = 2
 """A client may send ``BURST_FACTOR`` seconds' worth of events at once."""
-
-
-class LimitExceeded(ConnectionRefused):
-    """A handshake refused by a limit: code ``too_many_connections``.
-
-    ``reason`` names the limit (``max_connections_per_user``,
-    ``max_pending_handshakes``) for logs and metrics.
-    """
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__("too_many_connections", message)
-        self.reason = reason
 
 
 class EventRateLimiter:
@@ -181,64 +167,6 @@ class LocalConnectionSlots:
 
     async def aclose(self) -> None:
         return None
-
-
-class HandshakeGate:
-    """At most ``limit`` handshakes being verified at once.
-
-    Verifying a token can wait on a JWKS fetch or the revocation store; a
-    flood of handshakes must be refused early instead of piling up work.
-    """
-
-    def __init__(self, limit: int) -> None:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        self.limit = limit
-        self.pending = 0
-
-    def enter(self) -> bool:
-        """Start one handshake; False (nothing taken) when too many are in flight."""
-        if self.pending >= self.limit:
-            return False
-        self.pending += 1
-        return True
-
-    def leave(self) -> None:
-        self.pending -= 1
-
-
-@dataclass(frozen=True, slots=True)
-class LimitSettings:
-    """The limit knobs of :class:`~wsgate.settings.Settings`, as the runtime needs them."""
-
-    rate_limit: float = 50.0
-    max_message_bytes: int = 65536
-    max_connections_per_user: int = 20
-    max_pending_handshakes: int = 1000
-
-
-class Limits:
-    """Every limit of one App, built from its settings.
-
-    ``connections`` replaces the in-memory count of connections per user,
-    e.g. with a Redis one shared by several nodes; its ``limit`` is its own.
-    """
-
-    def __init__(
-        self, config: LimitSettings | None = None, *, connections: ConnectionSlots | None = None
-    ) -> None:
-        self.config = config if config is not None else LimitSettings()
-        self.events = EventRateLimiter(self.config.rate_limit)
-        self.connections: ConnectionSlots = (
-            connections
-            if connections is not None
-            else LocalConnectionSlots(self.config.max_connections_per_user)
-        )
-        self.handshakes = HandshakeGate(self.config.max_pending_handshakes)
-
-    @property
-    def max_message_bytes(self) -> int:
-        return self.config.max_message_bytes
 
 
 def utf8_size_over(data: str | bytes, limit: int) -> bool:

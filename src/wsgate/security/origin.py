@@ -22,7 +22,7 @@ import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
-__all__ = ["OriginPolicy"]
+__all__ = ["OriginPolicy", "served_origins"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # One DNS label: letters, digits, hyphens inside (punycode "xn--" labels included).
@@ -139,18 +139,28 @@ class OriginPolicy:
         """The normalised entries, in the order given, without duplicates."""
         return self._allowed
 
-    def is_allowed(self, origin: str | None) -> bool:
+    @property
+    def follows_served_origin(self) -> bool:
+        """True when no origin was configured: the origin the request reached is the one allowed."""
+        return not self._allowed
+
+    def is_allowed(self, origin: str | None, *, served: Sequence[str] = ()) -> bool:
         """True only for an origin on the list; missing, ``null`` or malformed is False.
 
-        Whether a *missing* Origin is acceptable (a non-browser client) is the
-        caller's decision, made together with the token; this method only
-        answers whether a browser origin is on the list.
+        A policy built from an empty list allows exactly the origins in
+        ``served`` (from :func:`served_origins`: the address the request
+        actually reached), so the default follows the port really served,
+        under any ASGI server. Whether a *missing* Origin is acceptable (a
+        non-browser client) is the caller's decision, made together with the
+        token; this method only answers whether a browser origin is allowed.
         """
         if not origin:
             return False
         parsed = _parse(origin)
         if parsed is None:
             return False
+        if not self._allowed:
+            return any(parsed == _parse(own) for own in served)
         if parsed in self._exact:
             return True
         return any(
@@ -162,6 +172,28 @@ class OriginPolicy:
 
     def __repr__(self) -> str:
         return f"OriginPolicy({list(self._allowed)!r})"
+
+
+def served_origins(scheme: str, server: tuple[str, int | None] | None) -> tuple[str, ...]:
+    """The origin a browser shows for pages served at ``server`` (the ASGI scope's address).
+
+    Exactly that address: another name for it (``localhost`` for
+    ``127.0.0.1``) may resolve elsewhere (``::1``, where another process can
+    listen on the same port), so it is not assumed; list it in
+    ``allowed_origins`` if it is meant. No address (a unix socket) gives
+    nothing: configure ``allowed_origins``.
+    """
+    if server is None or server[1] is None:
+        return ()
+    host, port = server
+    web_scheme = "https" if scheme in ("https", "wss") else "http"
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return (f"{web_scheme}://{host}:{port}",)
+    if isinstance(address, ipaddress.IPv6Address):
+        return (f"{web_scheme}://[{address.compressed}]:{port}",)
+    return (f"{web_scheme}://{address}:{port}",)
 
 
 def _parse_entry(entry: str) -> _Origin:

@@ -17,6 +17,7 @@ from wsgate.stores.revocation import (
     StoreUnavailable,
     check_time,
     check_value,
+    revocation_time,
 )
 
 
@@ -40,7 +41,7 @@ class MemoryRevocationStore:
     async def revoke_sub(
         self, sub: str, *, expires_at: float, at: float | None = None
     ) -> Revocation:
-        when = time.time() if at is None else check_time(at, "at")
+        when = revocation_time() if at is None else check_time(at, "at")
         return self._revoke("sub", check_value(sub, "sub"), when, expires_at)
 
     async def is_revoked(self, *, sub: str, jti: str | None, issued_at: float | None) -> bool:

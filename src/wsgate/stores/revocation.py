@@ -37,15 +37,29 @@ class StoreUnavailable(WsgateError):
     """
 
 
+def revocation_time() -> float:
+    """Now, truncated to the millisecond: the boundary of a revocation by ``sub``.
+
+    Truncated like the ``iat`` of wsgate's tokens (never in the future), so
+    the two compare at the same precision.
+    """
+    return math.floor(time.time() * 1000) / 1000
+
+
 @dataclass(frozen=True, slots=True)
 class Revocation:
     """One revocation, as stored and as announced to watchers.
 
     For ``kind == "sub"``, tokens of ``value`` with ``iat < revoked_at`` are
     revoked, and so are tokens without ``iat`` (their age cannot be proven).
-    The comparison is strict on purpose, which errs towards revoking: a token
-    issued in the same second as the revocation, whose ``iat`` was truncated
-    to a whole second, counts as older.
+    The boundary is the millisecond: ``revoked_at`` is the revocation's time
+    truncated to the millisecond (:func:`revocation_time`), and wsgate's
+    issuer writes ``iat`` truncated the same way, so a token issued in a
+    later millisecond than the revocation (a user logging in again right
+    after being cut off) is not revoked, whatever second it falls in. A
+    token whose ``iat`` has whole seconds only (some identity providers)
+    issued in the same second after the revocation counts as older and stays
+    revoked: the comparison errs towards revoking.
     """
 
     kind: RevocationKind
@@ -67,7 +81,7 @@ class Revocation:
     def of_jti(cls, jti: str, *, expires_at: float) -> Revocation:
         """A validated revocation of one token, made now."""
         return cls(
-            "jti", check_value(jti, "jti"), time.time(), check_time(expires_at, "expires_at")
+            "jti", check_value(jti, "jti"), revocation_time(), check_time(expires_at, "expires_at")
         )
 
     @classmethod
@@ -76,7 +90,7 @@ class Revocation:
         return cls(
             "sub",
             check_value(sub, "sub"),
-            time.time() if at is None else check_time(at, "at"),
+            revocation_time() if at is None else check_time(at, "at"),
             check_time(expires_at, "expires_at"),
         )
 

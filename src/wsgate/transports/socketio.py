@@ -3,8 +3,11 @@
 python-socketio has no hook that tells a handler whether the client asked for
 an ack, and none for a connect deadline, so two of its (stable, long-lived)
 private methods are overridden here; the dependency is pinned to <6 for it.
-Overriding ``_handle_event`` also drops python-socketio's extra task per
-event: Engine.IO already runs every message in a task of its own.
+Events go to the core's port, which runs each in a task of its own (with the
+per-connection in-flight cap): python-socketio hands messages over one at a
+time (it turns Engine.IO's ``async_handlers`` off), so without that a slow
+handler held up its client's next events. This bridge is being replaced by
+wsgate's own Engine.IO/Socket.IO engine (issue 9).
 
 Message size: every Engine.IO message is measured before python-socketio
 decodes it; an event over ``max_message_bytes`` is answered with a 413 error
@@ -17,8 +20,7 @@ Performance (issue 5, measured in bench/README.md): Socket.IO packets are
 JSON-encoded with orjson (the standard library stays the fallback for what
 orjson refuses), and a broadcast is encoded once and put straight on each
 recipient's Engine.IO send queue, where python-socketio would start one task
-per recipient. Events still run in a task each (Engine.IO's
-``async_handlers``): a slow handler must not hold up its client's next events.
+per recipient.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import engineio
@@ -36,13 +39,15 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet
 
-from wsgate.core.connection import Connection
-from wsgate.core.handshake import Handshake
 from wsgate.core.json_codec import has_long_integer
-from wsgate.core.runtime import Runtime
-from wsgate.errors import ConnectionRefused
-from wsgate.security.limits import utf8_size_over
-from wsgate.security.origin import OriginPolicy
+from wsgate.core.port import (
+    Connection,
+    ConnectionRefused,
+    Handshake,
+    Port,
+    Reply,
+    message_too_large,
+)
 from wsgate.transports.engineio_session import (
     drop_session,
     install_fast_poll,
@@ -129,17 +134,15 @@ class SocketIOTransport:
 
     def __init__(
         self,
-        runtime: Runtime,
+        port: Port,
         *,
-        origins: OriginPolicy,
-        connect_timeout: float,
-        max_message_bytes: int,
+        origin_allowed: Callable[[str], bool],
         client_manager: socketio.AsyncManager | None = None,
         path: str = "socket.io",
     ) -> None:
-        self.runtime = runtime
-        self.connect_timeout = connect_timeout
-        self.max_message_bytes = max_message_bytes
+        self.port = port
+        self.connect_timeout = port.connect_timeout
+        self.max_message_bytes = max_message_bytes = port.max_message_bytes
         self._close_reasons: dict[str, str] = {}
         self.sio = _GatewaySocketIOServer(
             self,
@@ -147,7 +150,7 @@ class SocketIOTransport:
             # Every namespace reaches the core, which refuses unknown ones with
             # the contract's code (python-socketio's own answer carries none).
             namespaces="*",
-            cors_allowed_origins=origins.is_allowed,
+            cors_allowed_origins=origin_allowed,
             cors_credentials=True,
             max_http_buffer_size=HARD_CAP_FACTOR * max_message_bytes,
             client_manager=client_manager,
@@ -155,10 +158,10 @@ class SocketIOTransport:
             logger=False,
             engineio_logger=False,
         )
-        for namespace in [*runtime.namespaces(), "*"]:
+        for namespace in [*port.namespaces(), "*"]:
             self.sio.register_namespace(_LifecycleBridge(self, namespace))
         self.asgi = socketio.ASGIApp(self.sio, socketio_path=path)
-        runtime.server.add_transport(self)
+        port.attach(self)
 
     # -- calls from python-socketio -------------------------------------------------
 
@@ -168,50 +171,41 @@ class SocketIOTransport:
         scope = environ.get("asgi.scope", {})
         handshake = Handshake.from_asgi_scope(scope, auth=auth, transport=self.name)
         try:
-            await self.runtime.admit(namespace, handshake, sid, self)
+            await self.port.admit(namespace, handshake, sid, self)
         except ConnectionRefused as refusal:
             raise socketio.exceptions.ConnectionRefusedError(
-                refusal.message, {"code": refusal.code}
-            ) from None
-        except Exception:
-            # A bug (a custom verifier, a store raising something unexpected)
-            # refuses the connection; it must not leave the client hanging.
-            log.exception("admitting a Socket.IO connection failed; refusing it")
-            self.runtime.record_refusal(
-                sid, namespace, self.name, handshake, "forbidden", "internal_error"
-            )
-            raise socketio.exceptions.ConnectionRefusedError(
-                "Connection refused", {"code": "forbidden"}
+                refusal.message, {"code": str(refusal.code)}
             ) from None
 
     async def on_disconnect(self, sid: str, reason: str) -> None:
-        connection = self.runtime.server.connections.get(sid)
+        connection = self.port.connection(sid)
         if connection is not None:
-            await self.runtime.release(connection, self._close_reasons.pop(sid, str(reason)))
+            await self.port.release(connection, self._close_reasons.pop(sid, str(reason)))
         else:
             self._close_reasons.pop(sid, None)
 
     async def on_event(self, eio_sid: str, namespace: str, ack_id: int | None, data: Any) -> None:
         sid = self.sio.manager.sid_from_eio_sid(eio_sid, namespace)
-        connection = self.runtime.server.connections.get(sid) if sid else None
+        connection = self.port.connection(sid) if sid else None
         if connection is None or connection.closed:
             return
         if not isinstance(data, list) or not data or not isinstance(data[0], str):
             return
-        reply, failed = await self.runtime.handle_event(
-            connection, data[0], data[1] if len(data) > 1 else None
-        )
-        await self._reply(eio_sid, sid, namespace, ack_id, reply, failed)
+
+        async def respond(reply: Reply) -> None:
+            await self._reply(eio_sid, sid, namespace, ack_id, reply.data, reply.failed)
+
+        await self.port.submit(connection, data[0], data[1] if len(data) > 1 else None, respond)
 
     async def on_oversize(
         self, eio_sid: str, namespace: str, ack_id: int | None, size: int
     ) -> None:
         """A message over ``max_message_bytes``: a 413 answer, the message never decoded."""
         sid = self.sio.manager.sid_from_eio_sid(eio_sid, namespace)
-        connection = self.runtime.server.connections.get(sid) if sid else None
+        connection = self.port.connection(sid) if sid else None
         if connection is None or connection.closed:
             return
-        reply = self.runtime.reject_oversize(connection, size)
+        reply = self.port.oversize(connection, size)
         await self._reply(eio_sid, sid, namespace, ack_id, reply, True)
 
     async def _reply(
@@ -260,7 +254,7 @@ class SocketIOTransport:
             await drop_session(self.sio.eio, eio_sid, "server_disconnect")
 
     def connection(self, conn_id: str) -> Connection | None:
-        return self.runtime.server.connections.get(conn_id)
+        return self.port.connection(conn_id)
 
 
 class _LifecycleBridge(socketio.AsyncNamespace):  # type: ignore[misc]
@@ -301,7 +295,7 @@ class _GatewaySocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
 
     async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
         limit = self._transport.max_message_bytes
-        if not utf8_size_over(data, limit):
+        if not message_too_large(data, limit):
             await super()._handle_eio_message(eio_sid, data)
             return
         size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "replace"))
@@ -428,7 +422,7 @@ class _GatewaySocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
 
     def has_namespace(self, eio_sid: str) -> bool:
         """Whether the Engine.IO session still has a connected namespace."""
-        for namespace in self._transport.runtime.namespaces():
+        for namespace in self._transport.port.namespaces():
             sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
             if sid is not None and self.manager.is_connected(sid, namespace):
                 return True

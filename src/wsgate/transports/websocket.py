@@ -7,6 +7,9 @@ wrapper or state check, and the handful of ASGI messages involved is stable.
 The handshake, in order (the origin was already judged by :class:`~wsgate.App`,
 which refuses a disallowed ``Origin`` with HTTP 403 before anything here runs):
 
+0. The socket takes a pending-handshake slot from the core (refused with
+   4429 past ``max_pending_handshakes``, in total or from its address) and
+   holds it until it is admitted or gone.
 1. A token in the ``Authorization`` header or the ``access_token`` cookie (or
    the query string, when the App enabled it) is judged at once, before the
    socket is accepted. Accepting is still needed to deliver a close code the
@@ -25,12 +28,15 @@ Namespaces other than ``/`` are chosen with the query string:
 from a bad one although both close with 4401.
 
 Each connection has one reader (the ASGI task) and one writer task. The
-reader runs every event in a task of its own, as Engine.IO does for
-Socket.IO: a slow handler never holds up the next event, and replies are
-matched by ``id``. The writer drains a bounded outbox, so a broadcast only
-appends an already encoded frame and never waits on a slow client; a client
-that stops reading until its outbox is full is closed (1008) rather than
+reader hands every event to the core's port, which runs it in a task of its
+own (at most ``MAX_IN_FLIGHT`` per connection, cancelled when the connection
+ends): a slow handler never holds up the next event, and replies are matched
+by ``id``. The writer drains a bounded outbox, so a broadcast only appends
+an already encoded frame and never waits on a slow client; a client that
+stops reading until its outbox is full is closed (1008) rather than
 buffered without bound.
+
+Only :mod:`wsgate.core.port` of the core is used here.
 """
 
 from __future__ import annotations
@@ -40,18 +46,25 @@ import collections
 import dataclasses
 import logging
 import secrets
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from typing import Any, Final, NamedTuple
 
 from starlette.responses import PlainTextResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from wsgate.core.connection import Connection
-from wsgate.core.handshake import Handshake
-from wsgate.core.runtime import Runtime
-from wsgate.errors import BadRequest, ConnectionRefused, InternalError, TokenError
-from wsgate.security.limits import utf8_size_over
-from wsgate.security.token_source import extract_token
+from wsgate.core.port import (
+    BadRequest,
+    CloseReason,
+    Code,
+    Connection,
+    ConnectionRefused,
+    Handshake,
+    HandshakeSlot,
+    InternalError,
+    Port,
+    Reply,
+    message_too_large,
+)
 from wsgate.transports.frames import (
     FrameError,
     Request,
@@ -65,23 +78,25 @@ __all__ = ["CLOSE_CODES", "WebSocketTransport", "close_code"]
 log = logging.getLogger("wsgate.websocket")
 
 CLOSE_CODES: Final[Mapping[str, int]] = {
-    "unauthorized": 4401,
-    "token_expired": 4401,
-    "token_revoked": 4401,
-    "forbidden": 4403,
-    "timeout": 4408,
-    "message_too_large": 1009,
-    "payload_too_large": 1009,
-    "too_many_connections": 4429,
-    "rate_limited": 4429,
-    "rate": 4429,
-    "slow_consumer": 1008,
-    "server_shutdown": 1001,
+    Code.UNAUTHORIZED: 4401,
+    Code.TOKEN_EXPIRED: 4401,
+    Code.TOKEN_REVOKED: 4401,
+    Code.FORBIDDEN: 4403,
+    CloseReason.TIMEOUT: 4408,
+    Code.PAYLOAD_TOO_LARGE: 1009,
+    Code.TOO_MANY_CONNECTIONS: 4429,
+    Code.RATE_LIMITED: 4429,
+    Code.UNAVAILABLE: 1013,
+    CloseReason.SLOW_CONSUMER: 1008,
+    CloseReason.SERVER_SHUTDOWN: 1001,
+    CloseReason.SERVER_DISCONNECT: 1000,
+    Code.INTERNAL_ERROR: 1011,
 }
-"""Close code for each reason the core or this transport closes a connection with."""
+"""Close code for each code or reason the core or this transport closes a connection with.
 
-MAX_IN_FLIGHT = 32
-"""Events of one connection handled at once; the reader waits (TCP backpressure) beyond it."""
+One code per failure on both transports: Socket.IO carries the code word,
+``/ws`` this close code and the word as the close reason.
+"""
 
 MAX_QUEUED_FRAMES = 1024
 """Frames waiting for one client to read them before it counts as not reading at all."""
@@ -102,6 +117,12 @@ class _Close(NamedTuple):
 
 
 _GONE: Final = _Close(1006, "client_disconnect")
+
+
+def _refusal_close(refusal: ConnectionRefused) -> _Close:
+    return _Close(close_code(refusal.code), str(refusal.code))
+
+
 _ACCEPT: Final[Message] = {"type": "websocket.accept"}
 
 
@@ -118,14 +139,12 @@ class _Peer:
         "id",
         "namespace",
         "rooms",
-        "slots",
     )
 
     def __init__(self, conn_id: str, namespace: str, send: Send) -> None:
         self.id = conn_id
         self.namespace = namespace
         self.rooms: set[tuple[str, str]] = set()
-        self.slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.closing = False
         self.close_reason: str | None = None
         self._send = send
@@ -139,7 +158,7 @@ class _Peer:
             return
         if len(self._outbox) >= MAX_QUEUED_FRAMES:
             log.warning("closing connection %s: the client is not reading its messages", self.id)
-            self.abort(close_code("slow_consumer"), "slow_consumer")
+            self.abort(close_code(CloseReason.SLOW_CONSUMER), CloseReason.SLOW_CONSUMER)
             return
         self._outbox.append(text)
         self._wakeup.set()
@@ -200,21 +219,20 @@ class WebSocketTransport:
     """An ASGI app serving gateways over plain WebSocket; the core's :class:`TransportLink`.
 
     Keeps its own registry of connections per namespace and per room, so
-    ``ctx.server.emit`` reaches /ws clients and Socket.IO clients alike
-    (:class:`~wsgate.core.server.Server` calls every transport's ``broadcast``).
+    ``ctx.server.emit`` reaches /ws clients and Socket.IO clients alike (the
+    core calls every transport's ``broadcast``).
     """
 
     name = "websocket"
 
-    def __init__(self, runtime: Runtime, *, connect_timeout: float, max_message_bytes: int) -> None:
-        self.runtime = runtime
-        self.connect_timeout = connect_timeout
-        self.max_message_bytes = max_message_bytes
+    def __init__(self, port: Port) -> None:
+        self.port = port
+        self.connect_timeout = port.connect_timeout
+        self.max_message_bytes = port.max_message_bytes
         self._peers: dict[str, _Peer] = {}
         self._members: dict[str, set[_Peer]] = {}
         self._rooms: dict[tuple[str, str], set[_Peer]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        runtime.server.add_transport(self)
+        port.attach(self)
 
     # -- ASGI ------------------------------------------------------------------------
 
@@ -231,20 +249,30 @@ class WebSocketTransport:
         deadline = loop.time() + self.connect_timeout
         handshake = Handshake.from_asgi_scope(scope, transport=self.name)
         peer = _Peer(secrets.token_urlsafe(15), handshake.query.get("namespace", "/"), send)
-        connection: Connection | None = None
-        reason = "transport_close"
         try:
-            accepted = False
-            if not self._token_in_handshake(handshake):
-                await send(_ACCEPT)
-                accepted = True
-                first = await self._await_auth(peer, handshake, receive, deadline)
-                if isinstance(first, _Close):
-                    if first is not _GONE:
-                        await send({"type": "websocket.close", **first._asdict()})
-                    return
-                handshake = dataclasses.replace(handshake, auth=first)
-            outcome = await self._admit(peer, handshake)
+            slot = self.port.take_handshake_slot(
+                handshake, conn_id=peer.id, transport=self.name, namespace=peer.namespace
+            )
+        except ConnectionRefused as refusal:
+            # Accepting is needed to deliver a close code the client can read.
+            await send(_ACCEPT)
+            await send({"type": "websocket.close", **_refusal_close(refusal)._asdict()})
+            return
+        connection: Connection | None = None
+        reason: str = CloseReason.TRANSPORT_CLOSE
+        try:
+            with slot:
+                accepted = False
+                if not self.port.token_in_handshake(handshake):
+                    await send(_ACCEPT)
+                    accepted = True
+                    first = await self._first_message(peer, handshake, receive, deadline)
+                    if isinstance(first, _Close):
+                        if first is not _GONE:
+                            await send({"type": "websocket.close", **first._asdict()})
+                        return
+                    handshake = dataclasses.replace(handshake, auth=first)
+                outcome = await self._admit(peer, handshake, slot)
             if isinstance(outcome, Connection):
                 connection = outcome
             if not accepted:
@@ -260,94 +288,62 @@ class WebSocketTransport:
             self._forget(peer)
             peer.stop()
             if connection is not None:
-                await self.runtime.release(connection, peer.close_reason or reason)
-
-    def _token_in_handshake(self, handshake: Handshake) -> bool:
-        """True when the HTTP request already carries a token source (judged before accept).
-
-        A malformed source counts as present: the first source present is the
-        one judged, and the core refuses it.
-        """
-        try:
-            found = extract_token(
-                auth=None,
-                headers=handshake.headers,
-                cookies=handshake.cookies,
-                query=handshake.query,
-                allow_query=self.runtime.allow_query_token,
-            )
-        except TokenError:
-            return True
-        return found is not None
-
-    async def _await_auth(
-        self, peer: _Peer, handshake: Handshake, receive: Receive, deadline: float
-    ) -> dict[str, Any] | _Close | None:
-        """Wait for the auth message as one of the handshakes in flight.
-
-        A socket waiting for its first message holds a slot of
-        ``max_pending_handshakes`` like a handshake being verified: otherwise
-        a flood of sockets that never authenticate would only be bounded by
-        the connect timeout.
-        """
-        gate = self.runtime.limits.handshakes
-        if not gate.enter():
-            self._refused(peer, handshake, "max_pending_handshakes", "too_many_connections")
-            return _Close(close_code("too_many_connections"), "too_many_connections")
-        try:
-            return await self._first_message(peer, handshake, receive, deadline)
-        finally:
-            gate.leave()
+                await self.port.release(connection, peer.close_reason or reason)
 
     async def _first_message(
         self, peer: _Peer, handshake: Handshake, receive: Receive, deadline: float
     ) -> dict[str, Any] | _Close | None:
-        """The first message's ``auth`` object, a close to send, or None (not an auth message)."""
+        """The first message's ``auth`` object, a close to send, or None (not an auth message).
+
+        The socket holds its pending-handshake slot while it waits: a flood
+        of sockets that never authenticate is bounded by the handshake caps,
+        not only by the connect timeout.
+        """
         remaining = max(deadline - asyncio.get_running_loop().time(), 0.0)
         try:
             message = await asyncio.wait_for(receive(), remaining)
         except TimeoutError:
-            self._refused(peer, handshake, "timeout")
-            return _Close(close_code("timeout"), "timeout")
+            return self._refused(peer, handshake, Code.UNAUTHORIZED, CloseReason.TIMEOUT, 4408)
         if message["type"] != "websocket.receive":
             return _GONE
         raw: str | bytes | None = message.get("text")
         if raw is None:
             raw = message.get("bytes") or b""
-        if utf8_size_over(raw, self.max_message_bytes):
-            self._refused(peer, handshake, "message_too_large")
-            return _Close(close_code("message_too_large"), "message_too_large")
+        if message_too_large(raw, self.max_message_bytes):
+            return self._refused(peer, handshake, Code.PAYLOAD_TOO_LARGE, "message_size")
         # Frames are JSON text; a binary first message is not an auth message.
         return auth_payload(raw) if isinstance(raw, str) else None
 
     def _refused(
-        self, peer: _Peer, handshake: Handshake, reason: str, code: str | None = None
-    ) -> None:
+        self,
+        peer: _Peer,
+        handshake: Handshake,
+        code: Code,
+        reason: str,
+        close: int | None = None,
+    ) -> _Close:
         """Count and log a refusal the core never saw (it happened before a token arrived)."""
-        self.runtime.record_refusal(
-            peer.id, peer.namespace, self.name, handshake, code or reason, reason
-        )
+        self.port.refuse(peer.id, peer.namespace, self.name, handshake, code, reason)
+        word = reason if close is not None else str(code)
+        return _Close(close if close is not None else close_code(code), word)
 
-    async def _admit(self, peer: _Peer, handshake: Handshake) -> Connection | _Close:
+    async def _admit(
+        self, peer: _Peer, handshake: Handshake, slot: HandshakeSlot
+    ) -> Connection | _Close:
         # Registered before admit so that on_connect can join rooms and emit;
         # what it sends waits in the outbox until the ready frame is out.
         self._peers[peer.id] = peer
         self._members.setdefault(peer.namespace, set()).add(peer)
         try:
-            return await self.runtime.admit(peer.namespace, handshake, peer.id, self)
+            return await self.port.admit(peer.namespace, handshake, peer.id, self, slot=slot)
         except ConnectionRefused as refusal:
             self._forget(peer)
-            return _Close(CLOSE_CODES.get(refusal.code, 4403), refusal.code)
-        except Exception:
-            # Fail closed, and never with exception text on the wire.
-            log.exception("admitting a WebSocket connection failed; refusing it")
-            self._forget(peer)
-            return _Close(1011, "internal_error")
+            return _refusal_close(refusal)
 
     async def _read(self, peer: _Peer, connection: Connection, receive: Receive) -> str:
         """Decode and dispatch frames until the socket closes; returns the disconnect reason."""
         limit = self.max_message_bytes
-        loop = asyncio.get_running_loop()
+        port = self.port
         while True:
             message = await receive()
             kind = message["type"]
@@ -358,7 +354,7 @@ class WebSocketTransport:
             text: str | None = message.get("text")
             request: Request | FrameError
             if text is not None:
-                if utf8_size_over(text, limit):
+                if message_too_large(text, limit):
                     self._too_large(peer, connection, len(text.encode("utf-8", "surrogatepass")))
                     continue
                 request = decode_frame(text)
@@ -372,39 +368,12 @@ class WebSocketTransport:
                 error = BadRequest(request.message).to_payload()
                 peer.push(encode(_error_frame(request.id, error)))
                 continue
-            await peer.slots.acquire()
-            self._spawn(loop, self._dispatch(peer, connection, request))
+            await port.submit(connection, request.event, request.data, _responder(peer, request))
 
     def _too_large(self, peer: _Peer, connection: Connection, size: int) -> None:
         """Counted and audited by the core like on Socket.IO; on /ws the answer is close 1009."""
-        self.runtime.reject_oversize(connection, size)
-        peer.close(close_code("message_too_large"), "message_too_large")
-
-    def _spawn(self, loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, None]) -> None:
-        task = loop.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _dispatch(self, peer: _Peer, connection: Connection, request: Request) -> None:
-        try:
-            reply, failed = await self.runtime.handle_event(connection, request.event, request.data)
-        except Exception:
-            log.exception("event %r raised past the pipeline", request.event)
-            reply, failed = InternalError().to_payload(), True
-        finally:
-            peer.slots.release()
-        if failed:
-            frame = _error_frame(request.id, reply)
-        elif request.id is not None:
-            frame = {"id": request.id, "data": reply}
-        else:
-            return
-        try:
-            text = encode(frame)
-        except (TypeError, ValueError):
-            log.error("reply to %r is not JSON; sending a 500 instead", request.event)
-            text = encode(_error_frame(request.id, InternalError().to_payload()))
-        peer.push(text)
+        self.port.oversize(connection, size)
+        peer.close(close_code(Code.PAYLOAD_TOO_LARGE), CloseReason.PAYLOAD_TOO_LARGE)
 
     def _forget(self, peer: _Peer) -> None:
         if self._peers.get(peer.id) is peer:
@@ -468,6 +437,26 @@ class WebSocketTransport:
             peer.close(close_code(reason), reason)
 
 
+def _responder(peer: _Peer, request: Request) -> Any:
+    """How the reply to ``request`` goes out: by ``id``, or pushed as ``exception`` on failure."""
+
+    async def respond(reply: Reply) -> None:
+        if reply.failed:
+            frame = _error_frame(request.id, reply.data)
+        elif request.id is not None:
+            frame = {"id": request.id, "data": reply.data}
+        else:
+            return
+        try:
+            text = encode(frame)
+        except (TypeError, ValueError):
+            log.error("reply to %r is not JSON; sending a 500 instead", request.event)
+            text = encode(_error_frame(request.id, InternalError().to_payload()))
+        peer.push(text)
+
+    return respond
+
+
 def _ready_frame(connection: Connection) -> dict[str, Any]:
     principal = connection.principal
     return {"event": "ready", "data": {"sub": principal.sub, "expires_at": principal.expires_at}}
@@ -489,7 +478,7 @@ def _error_frame(request_id: int | None, reply: Any) -> dict[str, Any]:
 def _disconnect_reason(message: Message) -> str:
     code = message.get("code", 1005)
     if code == 1012:
-        return "server_shutdown"
+        return CloseReason.SERVER_SHUTDOWN
     if code in (1000, 1001, 1005):
-        return "client_disconnect"
-    return "transport_close"
+        return CloseReason.CLIENT_DISCONNECT
+    return CloseReason.TRANSPORT_CLOSE

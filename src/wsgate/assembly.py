@@ -1,0 +1,162 @@
+"""The build step: an App's parts from its Settings, wired in one place.
+
+:class:`~wsgate.App` is routing and lifespan only; everything that turns
+settings into working objects (the origin policy, the JWT verifier, the
+stores ``redis_url`` selects, the core, the transports) happens here, so a
+reader finds the wiring of the layers in one function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from wsgate.core.admission import Verifier
+from wsgate.core.bus import RedisBus
+from wsgate.core.gateway import Gateway
+from wsgate.core.handshake import served_of
+from wsgate.core.registry import build_registry
+from wsgate.core.runtime import Runtime
+from wsgate.errors import ConfigurationError
+from wsgate.metrics import Metrics
+from wsgate.security.jwt import JwtConfig, TokenIssuer, TokenVerifier
+from wsgate.security.limits import ConnectionSlots
+from wsgate.security.origin import OriginPolicy
+from wsgate.settings import Settings
+from wsgate.stores.redis import RedisRevocationStore
+from wsgate.stores.redis_counter import RedisConnectionCounter
+from wsgate.stores.revocation import RevocationStore
+from wsgate.transports.socketio import SocketIOTransport
+from wsgate.transports.websocket import WebSocketTransport
+
+Closer = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Assembly:
+    """Everything an App is made of; ``closers`` are what it built and must close."""
+
+    settings: Settings
+    origins: OriginPolicy
+    metrics: Metrics
+    verifier: Verifier
+    revocations: RevocationStore | None
+    runtime: Runtime
+    socketio: SocketIOTransport
+    websocket: WebSocketTransport
+    closers: tuple[Closer, ...]
+
+
+def assemble(
+    gateways: Sequence[Gateway],
+    settings: Settings,
+    *,
+    verifier: Verifier | None = None,
+    revocations: RevocationStore | None = None,
+) -> Assembly:
+    """Build the parts of an App; a setting that cannot give a secure server raises here.
+
+    ``redis_url`` selects Redis for everything shared between nodes: the
+    broadcast bus, the per-user connection cap and (unless ``revocations``
+    is given) the revocation store.
+    """
+    try:
+        origins = OriginPolicy(settings.allowed_origins)
+    except ValueError as exc:
+        raise ConfigurationError(f"allowed_origins: {exc}") from None
+    metrics = Metrics()
+    closers: list[Closer] = []
+    shared_slots: ConnectionSlots | None = None
+    bus: RedisBus | None = None
+    if settings.redis_url:
+        if revocations is None:
+            redis_revocations = RedisRevocationStore(settings.redis_url)
+            closers.append(redis_revocations.aclose)
+            revocations = redis_revocations
+        shared_slots = RedisConnectionCounter(settings.redis_url, settings.max_connections_per_user)
+        bus = RedisBus(settings.redis_url)
+    if verifier is None:
+        own = TokenVerifier(jwt_config(settings, require_jti=revocations is not None))
+        closers.append(own.aclose)
+        verifier = own
+    runtime = Runtime(
+        build_registry(gateways),
+        verifier=verifier,
+        origins=origins,
+        metrics=metrics,
+        allow_query_token=settings.allow_query_token,
+        revocations=revocations,
+        rate_limit=settings.rate_limit,
+        max_message_bytes=settings.max_message_bytes,
+        connection_slots=shared_slots,
+        max_connections_per_user=settings.max_connections_per_user,
+        max_pending_handshakes=settings.max_pending_handshakes,
+        max_pending_handshakes_per_address=settings.max_pending_handshakes_per_address,
+        max_rooms_per_connection=settings.max_rooms_per_connection,
+        connect_timeout=settings.connect_timeout,
+        leeway=settings.jwt_leeway,
+        expiry_grace=settings.expiry_grace,
+    )
+    if bus is not None:
+        runtime.fanout.use_bus(bus)
+
+    def cors_allowed(origin: str | None, environ: dict[str, Any] | None = None) -> bool:
+        scope = (environ or {}).get("asgi.scope", {})
+        return origins.is_allowed(origin, served=served_of(scope))
+
+    return Assembly(
+        settings=settings,
+        origins=origins,
+        metrics=metrics,
+        verifier=verifier,
+        revocations=revocations,
+        runtime=runtime,
+        socketio=SocketIOTransport(runtime.port, origin_allowed=cors_allowed),
+        websocket=WebSocketTransport(runtime.port),
+        closers=tuple(closers),
+    )
+
+
+def read_text(path: Any, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def jwt_config(settings: Settings, *, require_jti: bool = False) -> JwtConfig:
+    """The verifier's configuration; no key at all is a start-up error, never an open server."""
+    if not (settings.jwt_secret or settings.jwt_public_key_file or settings.jwt_jwks_url):
+        raise ConfigurationError(
+            "no JWT key configured: set WSGATE_JWT_SECRET, WSGATE_JWT_PUBLIC_KEY_FILE "
+            "or WSGATE_JWT_JWKS_URL (or the matching --jwt-* flag)"
+        )
+    return JwtConfig(
+        secret=settings.secret_text(),
+        public_key_pem=(
+            read_text(settings.jwt_public_key_file, "public key file")
+            if settings.jwt_public_key_file
+            else None
+        ),
+        private_key_pem=(
+            read_text(settings.jwt_private_key_file, "private key file")
+            if settings.jwt_private_key_file
+            else None
+        ),
+        jwks_url=settings.jwt_jwks_url,
+        algorithms=settings.jwt_algorithms,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway=settings.jwt_leeway,
+        require_jti=require_jti,
+    )
+
+
+def token_issuer(settings: Settings) -> TokenIssuer:
+    """Signs tokens with the key and claims of ``settings`` (HMAC secret or private key).
+
+    Tokens it issues verify on an App built from the same settings.
+    """
+    return TokenIssuer(jwt_config(settings))

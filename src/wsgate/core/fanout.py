@@ -1,0 +1,92 @@
+"""The node's hub: live connections, the transports that carry them, and the bus to other nodes.
+
+Internal to the core. Applications see it through :class:`wsgate.Server`
+(``ctx.server``, ``app.server``), which has no wiring methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic_core import to_jsonable_python
+
+from wsgate.core.bus import Bus
+from wsgate.core.connection import Connection, TransportLink, room_key
+from wsgate.errors import TooManyRequests
+
+
+def to_wire(data: Any) -> Any:
+    """Pydantic models, dataclasses and the like as plain JSON data, converted once per emit."""
+    if data is None or isinstance(data, str | int | float | bool):
+        return data
+    return to_jsonable_python(data)
+
+
+class Fanout:
+    """Delivers to one connection, a room or a namespace, on every transport and node.
+
+    A message to a room reaches Socket.IO and plain WebSocket members alike,
+    so the application never has to know how a client connected.
+    """
+
+    def __init__(self, *, max_rooms_per_connection: int = 100) -> None:
+        self.transports: list[TransportLink] = []
+        self.connections: dict[str, Connection] = {}
+        self.bus: Bus | None = None
+        self.max_rooms_per_connection = max_rooms_per_connection
+
+    def attach(self, transport: TransportLink) -> None:
+        self.transports.append(transport)
+
+    def use_bus(self, bus: Bus) -> None:
+        """Share broadcasts with other nodes through ``bus`` (started on first use)."""
+        self.bus = bus
+
+    async def emit(
+        self, namespace: str, event: str, data: Any, *, room: str | None, skip: str | None
+    ) -> None:
+        """``event`` to every connection of ``namespace`` (or of ``room`` in it), on every node."""
+        payload = to_wire(data)
+        target = room_key(room) if room is not None else None
+        await self.deliver_locally(namespace, event, payload, target, skip)
+        if self.bus is not None:
+            self.bus.start(self.deliver_locally)
+            await self.bus.publish(namespace, event, payload, target, skip)
+
+    async def deliver_locally(
+        self, namespace: str, event: str, payload: Any, room: str | None, skip: str | None
+    ) -> None:
+        """Hand an already-converted broadcast to every transport of this node."""
+        for transport in self.transports:
+            await transport.broadcast(namespace, event, payload, room=room, skip=skip)
+
+    async def send_to(
+        self, connection: Connection, event: str, data: Any = None, *, force: bool = False
+    ) -> None:
+        """``event`` to one connection; dropped once it is closing unless ``force`` (notices)."""
+        if connection.closed or not (force or connection.live):
+            return
+        await connection.transport.send(connection.id, connection.namespace, event, to_wire(data))
+
+    async def close(self, connection: Connection, reason: str) -> None:
+        """Ask the connection's transport to close it; it releases the connection when done."""
+        if connection.closed:
+            return
+        await connection.transport.close(connection.id, connection.namespace, reason)
+
+    async def join(self, connection: Connection, room: str) -> None:
+        """Enter ``room``; 429 past ``max_rooms_per_connection`` (each room costs memory)."""
+        if room in connection.rooms:
+            return
+        if len(connection.rooms) >= self.max_rooms_per_connection:
+            raise TooManyRequests(f"At most {self.max_rooms_per_connection} rooms per connection")
+        await connection.transport.enter_room(connection.id, connection.namespace, room_key(room))
+        connection.rooms.add(room)
+
+    async def leave(self, connection: Connection, room: str) -> None:
+        await connection.transport.leave_room(connection.id, connection.namespace, room_key(room))
+        connection.rooms.discard(room)
+
+    def connections_of(self, sub: str) -> list[Connection]:
+        """Live connections of one user on this node."""
+        return [conn for conn in self.connections.values() if conn.principal.sub == sub]
