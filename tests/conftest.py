@@ -7,6 +7,9 @@ import socket
 
 import pytest
 
+# wsgate.testing's fixture (wsgate_client), loaded as a user's conftest.py would.
+pytest_plugins = ["wsgate.testing.pytest_plugin"]
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 

@@ -1,24 +1,40 @@
-"""The contract's event table, on every transport, against the demo gateways."""
+"""The contract's event table, on every transport, against the demo gateways.
+
+Written with :mod:`wsgate.testing` (the App in memory, as users test theirs);
+the same gateways face real sockets in the transport and security tests.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from clients import Refused, connect
-from support import free_port, make_token, serve, settings_for
+from support import make_token, settings_for
 from wsgate import App
 from wsgate.demo.gateways import Admin, Chat
+from wsgate.testing import AppClient, Refused
+
+
+def demo_client(**overrides: Any) -> AppClient:
+    return AppClient(App([Chat(), Admin()], settings_for(8000, **overrides)))
 
 
 @pytest.fixture
-async def url() -> AsyncIterator[str]:
-    port = free_port()
-    async with serve(App([Chat(), Admin()], settings_for(port)), port) as base:
-        yield base
+async def url() -> AsyncIterator[AppClient]:
+    async with demo_client() as client:
+        yield client
+
+
+def connect(
+    transport: str, client: AppClient, *, token: str | None = None, namespace: str = "/"
+) -> contextlib.AbstractAsyncContextManager[Any]:
+    if transport == "socketio":
+        return client.socketio(token=token, namespace=namespace)
+    return client.websocket(token=token, namespace=namespace)
 
 
 def status(reply: Any) -> int:
@@ -27,17 +43,17 @@ def status(reply: Any) -> int:
 
 
 @pytest.mark.parametrize("body", [None, {}, "x", [1, 2], {"anything": True}])
-async def test_ping_takes_any_body(transport: str, url: str, body: Any) -> None:
+async def test_ping_takes_any_body(transport: str, url: AppClient, body: Any) -> None:
     async with connect(transport, url, token=make_token()) as c:
         assert await c.call("ping", body) == "pong"
 
 
-async def test_whoami(transport: str, url: str) -> None:
+async def test_whoami(transport: str, url: AppClient) -> None:
     async with connect(transport, url, token=make_token(sub="zoe", roles=["b", "a"])) as c:
         assert await c.call("whoami") == {"sub": "zoe", "roles": ["a", "b"]}
 
 
-async def test_echo_counts_code_points_not_bytes(transport: str, url: str) -> None:
+async def test_echo_counts_code_points_not_bytes(transport: str, url: AppClient) -> None:
     async with connect(transport, url, token=make_token()) as c:
         emoji = "\U0001f600" * 1000  # 4 UTF-8 bytes and 2 UTF-16 units each, 1 code point
         assert await c.call("echo", {"text": emoji}) == {"text": emoji}
@@ -50,13 +66,15 @@ async def test_echo_counts_code_points_not_bytes(transport: str, url: str) -> No
 @pytest.mark.parametrize(
     "room", ["", "x" * 65, "a b", "room\n", "café", "../etc", "a/b", None, 7, ["general"]]
 )
-async def test_join_refuses_bad_room_names(transport: str, url: str, room: Any) -> None:
+async def test_join_refuses_bad_room_names(transport: str, url: AppClient, room: Any) -> None:
     async with connect(transport, url, token=make_token()) as c:
         reply = await c.call("join", {"room": room})
         assert status(reply) == 400 and "room" in reply["error"]["fields"]
 
 
-async def test_say_requires_membership_and_reaches_members_only(transport: str, url: str) -> None:
+async def test_say_requires_membership_and_reaches_members_only(
+    transport: str, url: AppClient
+) -> None:
     async with (
         connect(transport, url, token=make_token(sub="ann")) as ann,
         connect(transport, url, token=make_token(sub="ben")) as ben,
@@ -73,15 +91,15 @@ async def test_say_requires_membership_and_reaches_members_only(transport: str, 
             await cat.next_event("message", timeout=0.3)
 
 
-async def test_a_room_name_cannot_address_another_connections_private_room(url: str) -> None:
+async def test_a_room_name_cannot_address_another_connections_private_room(url: AppClient) -> None:
     """Socket.IO puts each connection in a room named by its sid; joining that name gets nothing."""
     async with (
         connect("socketio", url, token=make_token(sub="victim")) as victim,
         connect("socketio", url, token=make_token(sub="spy")) as spy,
     ):
-        victim_sid = victim.client.get_sid("/")
+        victim_sid = victim.sid
         assert await spy.call("join", {"room": victim_sid}) == {"room": victim_sid}
-        await victim.send("crash-me-please")  # unknown event, no ack: a private `exception` push
+        await victim.emit("crash-me-please")  # unknown event, no ack: a private `exception` push
         assert (await victim.next_event("exception"))["error"]["status"] == 404
         await spy.call("say", {"room": victim_sid, "text": "psst"})
         with pytest.raises(asyncio.TimeoutError):
@@ -90,7 +108,7 @@ async def test_a_room_name_cannot_address_another_connections_private_room(url: 
             await victim.next_event("message", timeout=0.3)
 
 
-async def test_admin_broadcast(transport: str, url: str) -> None:
+async def test_admin_broadcast(transport: str, url: AppClient) -> None:
     async with (
         connect(transport, url, token=make_token(sub="root", roles=["admin"])) as root,
         connect(
@@ -108,7 +126,7 @@ async def test_admin_broadcast(transport: str, url: str) -> None:
 
 @pytest.mark.parametrize("roles", [["administrator"], ["Admin"], "admin", ["admin "], []])
 async def test_admin_namespace_needs_exactly_the_admin_role(
-    transport: str, url: str, roles: Any
+    transport: str, url: AppClient, roles: Any
 ) -> None:
     with pytest.raises(Refused) as refused:
         async with connect(transport, url, token=make_token(roles=roles), namespace="/admin"):
@@ -117,9 +135,10 @@ async def test_admin_namespace_needs_exactly_the_admin_role(
 
 
 async def test_rooms_per_connection_are_capped_and_leave_frees_one(transport: str) -> None:
-    port = free_port()
-    app = App([Chat(), Admin()], settings_for(port, max_rooms_per_connection=3))
-    async with serve(app, port) as base, connect(transport, base, token=make_token()) as c:
+    async with (
+        demo_client(max_rooms_per_connection=3) as base,
+        connect(transport, base, token=make_token()) as c,
+    ):
         for name in ("a", "b", "c"):
             assert await c.call("join", {"room": name}) == {"room": name}
         assert await c.call("join", {"room": "a"}) == {"room": "a"}  # already in: no new room
