@@ -12,6 +12,7 @@ from starlette.staticfiles import StaticFiles
 from wsgate import App, Settings
 from wsgate.demo.auth_routes import DemoAuth
 from wsgate.demo.gateways import Admin, Chat
+from wsgate.demo.showcase import Showcase
 from wsgate.stores import RevocationStore, SqliteRevocationStore, UserStore
 
 STATIC = Path(__file__).parent / "static"
@@ -53,6 +54,7 @@ def create_app(settings: Settings) -> App:
         routes=[
             Route("/", page, methods=["GET"]),
             *auth.routes(),
+            *Showcase(auth).routes(),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
     )
