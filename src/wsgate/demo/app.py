@@ -13,6 +13,7 @@ from wsgate import App, RedisRevocationStore, RevocationStore, SqliteRevocationS
 from wsgate.demo.auth_routes import DemoAuth
 from wsgate.demo.gateways import Admin, Chat
 from wsgate.demo.settings import DemoSettings
+from wsgate.demo.showcase import Showcase
 from wsgate.stores import UserStore
 
 STATIC = Path(__file__).parent / "static"
@@ -52,6 +53,7 @@ def create_app(settings: DemoSettings) -> App:
         routes=[
             Route("/", page, methods=["GET"]),
             *auth.routes(),
+            *Showcase(auth).routes(),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
     )

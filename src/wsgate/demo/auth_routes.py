@@ -1,9 +1,16 @@
-"""The demo's cookie login: ``POST /auth/login``, ``/auth/refresh`` and ``/auth/logout``.
+"""The demo's cookie login: ``POST /auth/login``, ``/auth/refresh``, ``/auth/logout``
+and ``GET /auth/session``.
 
 Cookies are HttpOnly (scripts cannot read the token) and SameSite=Lax (a
 cross-site form post does not carry them); the refresh cookie is scoped to
-``/auth`` so it never travels with a socket handshake. State-changing
-requests from a disallowed ``Origin`` are refused, whatever their cookies.
+``/auth`` so it never travels with a socket handshake. Requests from a
+disallowed ``Origin`` are refused, whatever their cookies.
+
+``/auth/refresh`` also returns the new access token in its body: the page
+cannot read its HttpOnly cookie, and ``auth:refresh`` on a live socket needs
+the token itself (docs/decisions/demo-page.md says why this is safe enough).
+``GET /auth/session`` answers 200 whether or not anyone is signed in, so the
+page's probe at load leaves no 401 in the browser console.
 """
 
 from __future__ import annotations
@@ -121,6 +128,11 @@ class DemoAuth:
             self._issuer = None
 
     @property
+    def issuer(self) -> TokenIssuer | None:
+        """Signs the demo's tokens; None when the server only verifies (no signing key)."""
+        return self._issuer
+
+    @property
     def app(self) -> App:
         assert self._app is not None, "DemoAuth.bind(app) was not called"
         return self._app
@@ -130,10 +142,50 @@ class DemoAuth:
             Route("/auth/login", self.login, methods=["POST"]),
             Route("/auth/refresh", self.refresh, methods=["POST"]),
             Route("/auth/logout", self.logout, methods=["POST"]),
+            Route("/auth/session", self.session, methods=["GET"]),
         ]
 
+    async def session(self, request: Request) -> Response:
+        """Who the cookies say is signed in; 200 either way (the page probes it at load).
+
+        Signed out, ``refreshable`` tells the page whether ``POST
+        /auth/refresh`` would succeed, so it never makes a request it knows
+        will be refused.
+        """
+        if refused := self.cross_origin(request):
+            return refused
+        cookies = cookies_of(request)
+        try:
+            principal = await self.valid(cookies.get(ACCESS_COOKIE), "access")
+            if principal is not None:
+                return JSONResponse(
+                    {
+                        "signed_in": True,
+                        "sub": principal.sub,
+                        "roles": sorted(principal.roles),
+                        "expires_at": principal.expires_at,
+                    }
+                )
+            refreshable = await self.valid(cookies.get(REFRESH_COOKIE), "refresh") is not None
+        except StoreUnavailable:
+            return store_down()
+        return JSONResponse({"signed_in": False, "refreshable": refreshable})
+
+    async def valid(self, token: str | None, use: Literal["access", "refresh"]) -> Principal | None:
+        """The principal of ``token`` when it verifies and is not revoked, else None.
+
+        Raises :class:`StoreUnavailable` when revocation cannot be checked now.
+        """
+        if not token:
+            return None
+        try:
+            principal = await self.app.verifier.verify(token, use=use)
+        except TokenError:
+            return None
+        return None if await self._revoked(principal) else principal
+
     async def login(self, request: Request) -> Response:
-        if refused := self._cross_origin(request):
+        if refused := self.cross_origin(request):
             return refused
         if self._issuer is None:
             return login_disabled()
@@ -154,7 +206,7 @@ class DemoAuth:
         return self._session_response(request, user.name, user.roles)
 
     async def refresh(self, request: Request) -> Response:
-        if refused := self._cross_origin(request):
+        if refused := self.cross_origin(request):
             return refused
         if self._issuer is None:
             return login_disabled()
@@ -177,10 +229,10 @@ class DemoAuth:
             await self._revoke(principal)
         except StoreUnavailable:
             return store_down()
-        return self._session_response(request, user.name, user.roles)
+        return self._session_response(request, user.name, user.roles, token_in_body=True)
 
     async def logout(self, request: Request) -> Response:
-        if refused := self._cross_origin(request):
+        if refused := self.cross_origin(request):
             return refused
         cookies = cookies_of(request)
         revoked = 0
@@ -212,16 +264,29 @@ class DemoAuth:
         )
         return spell_samesite(response)
 
-    def _session_response(self, request: Request, sub: str, roles: tuple[str, ...]) -> Response:
+    def _session_response(
+        self,
+        request: Request,
+        sub: str,
+        roles: tuple[str, ...],
+        *,
+        token_in_body: bool = False,
+    ) -> Response:
+        """Both cookies; with ``token_in_body`` also ``access_token`` (for ``auth:refresh``)."""
         assert self._issuer is not None
         settings = self.settings
         access, principal = self._issuer.issue(sub, roles=roles, ttl=settings.access_token_ttl)
         refresh, _ = self._issuer.issue(
             sub, roles=roles, ttl=settings.refresh_token_ttl, use="refresh"
         )
-        response = JSONResponse(
-            {"sub": sub, "roles": list(roles), "expires_at": principal.expires_at}
-        )
+        body: dict[str, object] = {
+            "sub": sub,
+            "roles": list(roles),
+            "expires_at": principal.expires_at,
+        }
+        if token_in_body:
+            body["access_token"] = access
+        response = JSONResponse(body)
         secure = self._secure(request)
         response.set_cookie(
             ACCESS_COOKIE,
@@ -246,7 +311,8 @@ class DemoAuth:
     def _secure(self, request: Request) -> bool:
         return self.settings.secure_cookies or request.url.scheme == "https"
 
-    def _cross_origin(self, request: Request) -> Response | None:
+    def cross_origin(self, request: Request) -> Response | None:
+        """A 403 for a request whose ``Origin`` is present and not allowed, else None."""
         origin = request.headers.get("origin")
         if origin is not None and not self.app.origin_allowed(origin, request.scope):
             return error(403, "forbidden", "Origin not allowed")
