@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """The two set-up commands of the README, needing nothing but Python 3.11+.
 
-    python3 dev.py demo   # install into .venv, then run `wsgate demo` on 127.0.0.1:8000
-    python3 dev.py test   # install into .venv (with test extras), then lint, type-check, test
-    python3 dev.py bench  # install, then bench/run.py (pass --quick etc.; needs Node.js + npm)
+    python3 dev.py demo         # install into .venv, then run `wsgate demo` on 127.0.0.1:8000
+    python3 dev.py test         # install into .venv (with test extras), then lint, type-check, test
+    python3 dev.py test-lowest  # the tests again, every runtime dependency at its lowest allowed
+    python3 dev.py bench        # install, then bench/run.py (pass --quick etc.; needs Node.js + npm)
 
 A stamp file holding a hash of pyproject.toml skips reinstalling when nothing
 changed, so both commands are fast the second time.
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
+import tomllib
 import venv
 from pathlib import Path
 
@@ -29,20 +32,57 @@ def run(*args: str | Path) -> None:
     subprocess.run([str(a) for a in args], cwd=ROOT, check=True)
 
 
-def ensure_installed(extras: str) -> None:
+LOWEST_VENV = ROOT / ".venv-lowest"
+
+
+def python_of(venv_dir: Path) -> Path:
+    return venv_dir / ("Scripts" if os.name == "nt" else "bin") / (
+        "python.exe" if os.name == "nt" else "python"
+    )
+
+
+def lowest_constraints() -> str:
+    """``name==X`` for every runtime dependency declared ``>=X``: its lowest allowed version.
+
+    Only the direct dependencies are held low (as ``uv --resolution
+    lowest-direct`` does); what they need resolves as usual. CI runs the
+    tests against these and against the newest versions, so a lower bound in
+    pyproject.toml is a promise that is checked.
+    """
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = []
+    for requirement in project["dependencies"]:
+        match = re.match(r"\s*([A-Za-z0-9_.-]+)(\[[^\]]*\])?(.*)", requirement)
+        lower = re.search(r">=\s*([0-9][^,;\s]*)", match.group(3)) if match else None
+        if match is None or lower is None:
+            sys.exit(f"dependency without a lower bound: {requirement!r}")
+        pins.append(f"{match.group(1)}=={lower.group(1)}")
+    return "\n".join(pins) + "\n"
+
+
+def ensure_installed(extras: str, venv_dir: Path = VENV, constraints: str = "") -> Path:
     if sys.version_info < (3, 11):
         sys.exit(f"wsgate needs Python 3.11 or newer (this is {sys.version.split()[0]})")
-    if not PYTHON.exists():
-        print(f"creating {VENV}", flush=True)
-        venv.EnvBuilder(with_pip=True).create(VENV)
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
-    stamp = VENV / f".wsgate-installed-{extras or 'base'}"
+    python = python_of(venv_dir)
+    if not python.exists():
+        print(f"creating {venv_dir}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(venv_dir)
+    digest = hashlib.sha256(
+        (ROOT / "pyproject.toml").read_bytes() + extras.encode() + constraints.encode()
+    ).hexdigest()
+    stamp = venv_dir / f".wsgate-installed-{extras or 'base'}"
     if stamp.exists() and stamp.read_text() == digest:
-        return
-    run(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+        return python
+    run(python, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
     target = f".[{extras}]" if extras else "."
-    run(PYTHON, "-m", "pip", "install", "--quiet", "-e", target)
+    if constraints:
+        pinned = venv_dir / "lowest-constraints.txt"
+        pinned.write_text(constraints)
+        run(python, "-m", "pip", "install", "--quiet", "-e", target, "-c", pinned)
+    else:
+        run(python, "-m", "pip", "install", "--quiet", "-e", target)
     stamp.write_text(digest)
+    return python
 
 
 def demo(args: list[str]) -> None:
@@ -62,13 +102,21 @@ def test(args: list[str]) -> None:
     run(PYTHON, "-m", "pytest", *(args or ["-q"]))
 
 
+def test_lowest(args: list[str]) -> None:
+    """The test suite with every runtime dependency at the lowest version pyproject allows."""
+    constraints = lowest_constraints()
+    python = ensure_installed("test", LOWEST_VENV, constraints)
+    print("lowest allowed runtime dependencies:\n" + constraints, flush=True)
+    run(python, "-m", "pytest", *(args or ["-q"]))
+
+
 def bench(args: list[str]) -> None:
     ensure_installed("bench")
     run(PYTHON, "bench/run.py", *args)
 
 
 def main() -> None:
-    commands = {"demo": demo, "test": test, "bench": bench}
+    commands = {"demo": demo, "test": test, "test-lowest": test_lowest, "bench": bench}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     try:

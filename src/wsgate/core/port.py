@@ -30,6 +30,7 @@ from wsgate.codes import CloseReason, Code
 from wsgate.core.connection import Connection, ConnectionState, TransportLink
 from wsgate.core.handshake import Handshake
 from wsgate.core.handshakes import HandshakeSlot
+from wsgate.core.json_codec import has_long_integer, loads_strict
 from wsgate.core.pipeline import Reply
 from wsgate.errors import BadRequest, ConnectionRefused, InternalError
 from wsgate.security.limits import utf8_size_over
@@ -51,6 +52,8 @@ __all__ = [
     "Reply",
     "Responder",
     "TransportLink",
+    "has_long_integer",
+    "loads_strict",
     "message_too_large",
 ]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from wsgate.core.json_codec import loads_strict
+from wsgate.core.port import loads_strict
 
 __all__ = [
     "MAX_EVENT_LENGTH",

@@ -39,13 +39,13 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet
 
-from wsgate.core.json_codec import has_long_integer
 from wsgate.core.port import (
     Connection,
     ConnectionRefused,
     Handshake,
     Port,
     Reply,
+    has_long_integer,
     message_too_large,
 )
 from wsgate.transports.engineio_session import (
@@ -287,6 +287,7 @@ class _GatewaySocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
         super().__init__(**kwargs)
         self._transport = transport
         self._deadlines: dict[str, asyncio.TimerHandle] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def _handle_event(
         self, eio_sid: str, namespace: str | None, id: int | None, data: Any
@@ -434,10 +435,13 @@ class _GatewaySocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
         if eio_sid not in self.environ or self.has_namespace(eio_sid):
             return
         log.info("closing Engine.IO session %s: no namespace connected in time", eio_sid)
-        task = asyncio.ensure_future(drop_session(self.eio, eio_sid, "connect_timeout"))
-        task.add_done_callback(_log_failure)
+        task = asyncio.get_running_loop().create_task(
+            drop_session(self.eio, eio_sid, "connect_timeout")
+        )
+        self._closing.add(task)  # held until done, so it is not collected mid-run
+        task.add_done_callback(self._closed_late)
 
-
-def _log_failure(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("closing a late Engine.IO session failed: %r", task.exception())
+    def _closed_late(self, task: asyncio.Task[None]) -> None:
+        self._closing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("closing a late Engine.IO session failed: %r", task.exception())
