@@ -14,8 +14,10 @@ from typing import Any
 
 from wsgate.core.admission import Verifier
 from wsgate.core.bus import RedisBus
+from wsgate.core.dependencies import Injector
 from wsgate.core.gateway import Gateway
 from wsgate.core.handshake import served_of
+from wsgate.core.interceptors import Interceptor
 from wsgate.core.registry import build_registry
 from wsgate.core.runtime import Runtime
 from wsgate.errors import ConfigurationError
@@ -46,6 +48,8 @@ class Assembly:
     socketio: SocketIOTransport
     websocket: WebSocketTransport
     closers: tuple[Closer, ...]
+    injector: Injector
+    gateways: tuple[Gateway, ...]
 
 
 def assemble(
@@ -54,8 +58,12 @@ def assemble(
     *,
     verifier: Verifier | None = None,
     revocations: RevocationStore | None = None,
+    interceptors: Sequence[Interceptor] = (),
 ) -> Assembly:
     """Build the parts of an App; a setting that cannot give a secure server raises here.
+
+    So does a gateway that cannot be planned (a handler parameter that is
+    neither ctx, the body nor a ``Depends``; a dependency cycle; ...).
 
     ``redis_url`` selects Redis for everything shared between nodes: the
     broadcast bus, the per-user connection cap and (unless ``revocations``
@@ -80,8 +88,9 @@ def assemble(
         own = TokenVerifier(jwt_config(settings, require_jti=revocations is not None))
         closers.append(own.aclose)
         verifier = own
+    injector = Injector()
     runtime = Runtime(
-        build_registry(gateways),
+        build_registry(gateways, injector=injector, interceptors=interceptors),
         verifier=verifier,
         origins=origins,
         metrics=metrics,
@@ -115,6 +124,8 @@ def assemble(
         socketio=SocketIOTransport(runtime.port, origin_allowed=cors_allowed),
         websocket=WebSocketTransport(runtime.port),
         closers=tuple(closers),
+        injector=injector,
+        gateways=tuple(gateways),
     )
 
 

@@ -20,12 +20,14 @@ from wsgate.codes import CloseReason
 from wsgate.core.admission import Admission, Verifier
 from wsgate.core.connection import Connection, ConnectionState
 from wsgate.core.context import Context
+from wsgate.core.dependencies import Plan
 from wsgate.core.dispatch import Dispatcher
 from wsgate.core.fanout import Fanout
 from wsgate.core.handshakes import HandshakeSlots
 from wsgate.core.port import Port
 from wsgate.core.refresh import REFRESH_EVENT, Refresher
 from wsgate.core.registry import NamespaceSpec
+from wsgate.core.resolution import Resolution, release_scope
 from wsgate.core.revocation_follower import RevocationFollower
 from wsgate.core.server import Server
 from wsgate.core.sessions import Sessions, audit_connection
@@ -166,10 +168,17 @@ class Runtime:
         metrics.child(metrics.disconnects, reason).inc()
         audit_connection("disconnected", connection, reason=reason)
         spec = self.registry[connection.namespace]
+        ctx = Context(connection, self.fanout)
         try:
-            await spec.gateway.on_disconnect(Context(connection, self.fanout), reason)
+            if spec.disconnect_plan is None:
+                await spec.gateway.on_disconnect(ctx, reason)
+            else:
+                await _planned_disconnect(spec.disconnect_plan, ctx, reason)
         except Exception:
             log.exception("on_disconnect of %s raised", connection.namespace)
+        finally:
+            # Connection-scoped dependencies go last: on_disconnect may still use them.
+            await release_scope(connection)
 
     async def shutdown(self, grace: float = SHUTDOWN_GRACE) -> None:
         """Close every live connection (:meth:`close_all`), then stop the background work."""
@@ -207,3 +216,15 @@ class Runtime:
             await self.fanout.bus.aclose()
         await self.slots.aclose()
         await self.sessions.aclose()
+
+
+async def _planned_disconnect(plan: Plan, ctx: Context, reason: str) -> None:
+    """``on_disconnect`` with its dependencies, torn down right after it."""
+    resolution = Resolution(plan.compiled, ctx)
+    try:
+        hook = resolution.compiled.consumers[0].call
+        await hook(ctx, reason, **await resolution.arguments(0))
+    except BaseException as exc:
+        await resolution.close(exc)
+        raise
+    await resolution.close()
