@@ -61,8 +61,8 @@ class NullLink:
         return None
 
 
-def gateways() -> tuple[list[Gateway], list[tuple[str, str, Any]], list[Any]]:
-    """The gateway, the cases ``(label, event, payload)``, and App interceptors (none)."""
+def gateways() -> tuple[list[Gateway], list[tuple[str, str, Any]]]:
+    """The gateways and the cases ``(label, event, payload)``."""
 
     class Plain(Gateway):
         @subscribe("ping")
@@ -80,14 +80,16 @@ def gateways() -> tuple[list[Gateway], list[tuple[str, str, Any]], list[Any]]:
     depends = getattr(wsgate, "Depends", None)
     use_interceptors = getattr(wsgate, "use_interceptors", None)
     if depends is None or use_interceptors is None:
-        return [Plain()], cases, []
-    return [Plain(), _with_features(depends, use_interceptors)], cases + [
-        ("echo (beside the cases below)", "echo_same", {"text": "hello"}),
-        ("echo + 1 event-scoped Depends", "echo_di", {"text": "hello"}),
-        ("echo + 1 async-generator Depends", "echo_gen", {"text": "hello"}),
-        ("echo + 1 connection-scoped Depends", "echo_conn", {"text": "hello"}),
-        ("echo + 1 interceptor", "echo_icpt", {"text": "hello"}),
-    ], []
+        return [Plain()], cases
+    body = {"text": "hello"}
+    cases += [
+        ("echo (beside the cases below)", "echo_same", body),
+        ("echo + 1 event-scoped Depends", "echo_di", body),
+        ("echo + 1 async-generator Depends", "echo_gen", body),
+        ("echo + 1 connection-scoped Depends", "echo_conn", body),
+        ("echo + 1 interceptor", "echo_icpt", body),
+    ]
+    return [Plain(), _with_features(depends, use_interceptors)], cases
 
 
 def _with_features(depends: Any, use_interceptors: Callable[..., Any]) -> Gateway:
@@ -140,8 +142,11 @@ def _with_features(depends: Any, use_interceptors: Callable[..., Any]) -> Gatewa
     return Featured()
 
 
-async def measure(events: int, rounds: int) -> list[tuple[str, float]]:
-    gateway_list, cases, _ = gateways()
+async def measure(events: int, rounds: int, only: tuple[str, ...] = ()) -> list[tuple[str, float]]:
+    """``(case, ns per event)``, the best round of each; ``only``: the cases of those events."""
+    gateway_list, cases = gateways()
+    if only:
+        cases = [case for case in cases if case[1] in only]
     app = App(gateway_list, Settings(jwt_secret=SECRET, rate_limit=1e12))
     port = app.runtime.port
     token, _ = app.token_issuer().issue("bench")

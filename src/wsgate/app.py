@@ -10,7 +10,7 @@ import contextlib
 import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -35,6 +35,9 @@ from wsgate.security.jwt import TokenIssuer
 from wsgate.settings import Settings
 from wsgate.stores.revocation import RevocationStore
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
 log = logging.getLogger("wsgate.app")
 
 SOCKETIO_PATH = "/socket.io"
@@ -49,6 +52,8 @@ class App:
     with an origin list that cannot be parsed, does not start; nor does a
     gateway whose handlers, guards, interceptors or hooks cannot be planned.
     ``interceptors`` run around every event of every gateway, outermost.
+    ``tracer_provider`` is the OpenTelemetry provider spans go to (default:
+    the global one; spans are off while none is configured).
     """
 
     def __init__(
@@ -63,6 +68,7 @@ class App:
         on_startup: Sequence[Hook] = (),
         on_shutdown: Sequence[Hook] = (),
         interceptors: Sequence[Interceptor] = (),
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.settings = settings if settings is not None else Settings()
         self._parts: Assembly = assemble(
@@ -71,6 +77,7 @@ class App:
             verifier=verifier,
             revocations=revocations,
             interceptors=interceptors,
+            tracer_provider=tracer_provider,
         )
         self._on_startup = tuple(on_startup)
         self._on_shutdown = tuple(on_shutdown)

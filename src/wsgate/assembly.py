@@ -20,6 +20,7 @@ from wsgate.core.handshake import served_of
 from wsgate.core.interceptors import Interceptor
 from wsgate.core.registry import build_registry
 from wsgate.core.runtime import Runtime
+from wsgate.core.tracing import Tracing, sub_hash_key
 from wsgate.errors import ConfigurationError
 from wsgate.metrics import Metrics
 from wsgate.security.jwt import JwtConfig, TokenIssuer, TokenVerifier
@@ -59,6 +60,7 @@ def assemble(
     verifier: Verifier | None = None,
     revocations: RevocationStore | None = None,
     interceptors: Sequence[Interceptor] = (),
+    tracer_provider: Any = None,
 ) -> Assembly:
     """Build the parts of an App; a setting that cannot give a secure server raises here.
 
@@ -67,7 +69,8 @@ def assemble(
 
     ``redis_url`` selects Redis for everything shared between nodes: the
     broadcast bus, the per-user connection cap and (unless ``revocations``
-    is given) the revocation store.
+    is given) the revocation store. ``tracer_provider`` is an OpenTelemetry
+    ``TracerProvider`` (default: the global one, see :mod:`wsgate.core.tracing`).
     """
     try:
         origins = OriginPolicy(settings.allowed_origins)
@@ -106,6 +109,10 @@ def assemble(
         connect_timeout=settings.connect_timeout,
         leeway=settings.jwt_leeway,
         expiry_grace=settings.expiry_grace,
+        tracing=Tracing(
+            provider=tracer_provider,
+            sub_key=sub_hash_key(settings.trace_sub_key_text(), settings.secret_text()),
+        ),
     )
     if bus is not None:
         runtime.fanout.use_bus(bus)

@@ -27,6 +27,7 @@ from wsgate.core.pipeline import check_roles, judge, run_guards
 from wsgate.core.registry import NamespaceSpec
 from wsgate.core.resolution import Resolution, release_scope
 from wsgate.core.sessions import Sessions, audit_connection
+from wsgate.core.tracing import Tracing, refusal_status, set_outcome
 from wsgate.errors import ConnectionRefused, GatewayError, TokenError
 from wsgate.metrics import Metrics
 from wsgate.principal import Principal
@@ -70,7 +71,9 @@ class Admission:
         fanout: Fanout,
         metrics: Metrics,
         allow_query_token: bool,
+        tracing: Tracing,
     ) -> None:
+        self.tracing = tracing
         self.registry = registry
         self.verifier = verifier
         self.origins = origins
@@ -104,8 +107,32 @@ class Admission:
     ) -> Connection:
         """Verify a handshake and register the connection, or raise :class:`ConnectionRefused`.
 
-        Every refusal is counted and audited here, once.
+        Every refusal is counted and audited here, once. With tracing on, in
+        a ``wsgate.connect`` span (which provider is in force is looked at
+        here, once per connect, so that events need not).
         """
+        tracer = self.tracing.refresh()
+        if tracer is None:
+            return await self._admit_once(namespace, handshake, conn_id, transport)
+        with self.tracing.start(tracer, "wsgate.connect") as span:
+            if span.is_recording():
+                span.set_attribute("wsgate.namespace", namespace)
+                span.set_attribute("wsgate.transport", transport.name)
+            try:
+                connection = await self._admit_once(namespace, handshake, conn_id, transport)
+            except ConnectionRefused as refusal:
+                status = refusal_status(refusal.code)
+                set_outcome(span, str(refusal.code), status, error=status >= 500)
+                raise
+            except BaseException:
+                set_outcome(span, "cancelled", error=False)
+                raise
+            set_outcome(span, "ok", error=False)
+            return connection
+
+    async def _admit_once(
+        self, namespace: str, handshake: Handshake, conn_id: str, transport: TransportLink
+    ) -> Connection:
         try:
             return await self._admit(namespace, handshake, conn_id, transport)
         except ConnectionRefused as refusal:
@@ -163,6 +190,7 @@ class Admission:
             why = "query_token_refused" if query_token_present(handshake.query) else "missing_token"
             raise TokenError(Code.UNAUTHORIZED, "Authentication required", why)
         principal = await self.verify_live(found.token)
+        self.tracing.mark_sub(principal.sub)
         connection = Connection(
             id=conn_id,
             namespace=namespace,

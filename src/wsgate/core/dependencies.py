@@ -276,12 +276,12 @@ class Injector:
         if depends.use_cache and cache_key in cache:
             return cache[cache_key]
         if depends.scope == "connection":
-            node = self._node(key, nodes, chain)
+            node = self._node(key, nodes, chain, plan.owner)
             steps.append(Step(node.call, node.kind, (), node))
             cache[cache_key] = len(steps) - 1
             return len(steps) - 1
         _refuse_cycle(key, chain, plan.owner)
-        provider = self._provider(self.overrides.get(key, key))
+        provider = self._provider(self.overrides.get(key, key), plan.owner)
         args: list[tuple[str, int]] = []
         for param in provider.params:
             if param.source == "ctx":
@@ -303,6 +303,7 @@ class Injector:
         key: Callable[..., Any],
         nodes: dict[Callable[..., Any], ConnectionNode],
         chain: tuple[Callable[..., Any], ...],
+        owner: str,
     ) -> ConnectionNode:
         """A connection-scoped provider: it may need ``Context`` and connection-scoped ones only.
 
@@ -311,29 +312,32 @@ class Injector:
         """
         if key in nodes:
             return nodes[key]
-        _refuse_cycle(key, chain, "a connection-scoped dependency")
-        provider = self._provider(self.overrides.get(key, key))
+        _refuse_cycle(key, chain, owner)
+        provider = self._provider(self.overrides.get(key, key), owner)
         args: list[tuple[str, ConnectionNode | None]] = []
         for param in provider.params:
             if param.source == "ctx":
                 args.append((param.name, None))
             elif param.depends is not None and param.depends.scope == "connection":
-                sub = self._node(param.depends.dependency, nodes, (*chain, key))
+                sub = self._node(param.depends.dependency, nodes, (*chain, key), owner)
                 args.append((param.name, sub))
             else:
                 what = "the body" if param.source == "body" else "an event-scoped dependency"
                 raise TypeError(
-                    f"connection-scoped {_name(key)} cannot take {what} ({param.name!r}): "
-                    "it lives longer than one event"
+                    f"{owner}: connection-scoped {_name(key)} cannot take {what} "
+                    f"({param.name!r}): it lives longer than one event"
                 )
         node = ConnectionNode(key, _entry(provider), provider.kind, tuple(args))
         nodes[key] = node
         return node
 
-    def _provider(self, call: Callable[..., Any]) -> _Provider:
+    def _provider(self, call: Callable[..., Any], owner: str) -> _Provider:
         known = self._providers.get(call)
         if known is None:
-            known = self._providers[call] = _analyse_provider(call)
+            try:
+                known = self._providers[call] = _analyse_provider(call)
+            except TypeError as exc:
+                raise TypeError(f"{owner}: {exc}") from None
         return known
 
 

@@ -31,6 +31,7 @@ from wsgate.core.resolution import Resolution, release_scope
 from wsgate.core.revocation_follower import RevocationFollower
 from wsgate.core.server import Server
 from wsgate.core.sessions import Sessions, audit_connection
+from wsgate.core.tracing import Tracing, sub_hash_key
 from wsgate.errors import ConfigurationError
 from wsgate.metrics import Metrics
 from wsgate.security.limits import ConnectionSlots, EventRateLimiter, LocalConnectionSlots
@@ -69,6 +70,7 @@ class Runtime:
         connect_timeout: float = 10.0,
         leeway: float = 0.0,
         expiry_grace: float = 0.0,
+        tracing: Tracing | None = None,
     ) -> None:
         for spec in registry.values():
             if REFRESH_EVENT in spec.handlers:
@@ -79,7 +81,10 @@ class Runtime:
         self.registry = registry
         self.metrics = metrics
         self.revocations = revocations
-        self.fanout = Fanout(max_rooms_per_connection=max_rooms_per_connection)
+        self.tracing = tracing if tracing is not None else Tracing(sub_key=sub_hash_key(None, None))
+        self.fanout = Fanout(
+            max_rooms_per_connection=max_rooms_per_connection, tracing=self.tracing
+        )
         self.server = Server(self.fanout)
         self.sessions = Sessions(self.fanout, metrics, leeway=leeway, grace=expiry_grace)
         self.rate = EventRateLimiter(rate_limit)
@@ -101,6 +106,7 @@ class Runtime:
             fanout=self.fanout,
             metrics=metrics,
             allow_query_token=allow_query_token,
+            tracing=self.tracing,
         )
         refresher = Refresher(
             self.admission.verify_live, self.admission.check_refresh_guards, self.sessions
@@ -112,6 +118,7 @@ class Runtime:
             fanout=self.fanout,
             metrics=metrics,
             max_message_bytes=max_message_bytes,
+            tracing=self.tracing,
         )
         self.follower = (
             RevocationFollower(revocations, self.sessions, self.fanout.connections.values)
@@ -127,7 +134,11 @@ class Runtime:
         )
 
     def start(self) -> None:
-        """Start the background work (revocation follower, bus, connection leases); idempotent."""
+        """Start the background work (revocation follower, bus, connection leases); idempotent.
+
+        Also looks at which tracer provider is in force (see :mod:`wsgate.core.tracing`).
+        """
+        self.tracing.refresh()
         if self.follower is not None:
             self.follower.ensure_started()
         if self.fanout.bus is not None:
