@@ -7,6 +7,7 @@ executed by a test exactly as written (and type-checked with mypy --strict).
 from __future__ import annotations
 
 import re
+import sys
 import types
 from pathlib import Path
 
@@ -29,6 +30,9 @@ def run_blocks(name: str, blocks: list[str]) -> types.ModuleType:
     """Execute ``blocks`` in order as the one module ``name`` (as a user's file would be)."""
     module = types.ModuleType(name)
     module.__file__ = f"<{name}>"
+    # Libraries that resolve annotations through sys.modules (SQLAlchemy's
+    # Mapped[...]) find the module as they would find a user's file.
+    sys.modules[name] = module
     source = "\n".join(blocks)
     exec(compile(source, module.__file__, "exec"), module.__dict__)
     return module
