@@ -71,16 +71,26 @@ async def run_planned(spec: HandlerSpec, plan: Plan, ctx: Context) -> Any:
     """
     resolution = Resolution(plan.compiled, ctx)
     guards = len(spec.guards)
+    handler = guards + len(spec.interceptors)
     try:
         consumers = resolution.compiled.consumers
         for index in range(guards):
             await judge(ctx, consumers[index].call, await resolution.arguments(index))
-        chain = _Chain(resolution, guards + len(spec.interceptors))
-        data = to_wire(await chain.run(guards))
+        if handler == guards:  # no interceptor: the handler, without a chain
+            consumer = consumers[handler]
+            if resolution.done < consumer.upto:
+                await resolution.run_until(consumer.upto)
+            kwargs = resolution.collect(consumer.args) if consumer.args else _NONE
+            result = await consumer.call(ctx, **kwargs)
+        else:
+            result = await _Chain(resolution, handler).run(guards)
+        data = to_wire(result)
     except BaseException as exc:
-        await resolution.close(exc)
+        if resolution.tears_down:
+            await resolution.close(exc)
         raise
-    await resolution.close()
+    if resolution.tears_down:
+        await resolution.close()
     return data
 
 

@@ -89,13 +89,18 @@ class Resolution:
             values[index] = value
             self.done = index + 1
 
+    @property
+    def tears_down(self) -> bool:
+        """True when a generator provider is open (``close`` has work to do)."""
+        return self._stack is not None
+
     def collect(self, args: tuple[tuple[str, int], ...]) -> dict[str, Any]:
         """Keyword arguments from their sources: the context, the body or a step's value."""
         values, ctx = self._values, self.ctx
-        return {
-            name: ctx if source == CTX else ctx.body if source == BODY else values[source]
-            for name, source in args
-        }
+        kwargs: dict[str, Any] = {}
+        for name, source in args:  # a loop, not a comprehension: no extra frame per event
+            kwargs[name] = ctx if source == CTX else ctx.body if source == BODY else values[source]
+        return kwargs
 
 
 _NONE: dict[str, Any] = {}
