@@ -24,7 +24,7 @@ from wsgate.assembly import Assembly, assemble, token_issuer
 from wsgate.audit import audit, ensure_logging
 from wsgate.codes import CloseReason
 from wsgate.core.admission import Verifier
-from wsgate.core.dependencies import DependencyOverrides
+from wsgate.core.dependencies import DependencyOverrides, name_of
 from wsgate.core.gateway import Gateway
 from wsgate.core.handshake import served_of
 from wsgate.core.interceptors import Interceptor
@@ -258,7 +258,7 @@ class App:
         self._started = []
         try:
             for hook in self._on_startup:
-                await _start_step(hook, f"on_startup hook {_name(hook)}")
+                await _start_step(hook, f"on_startup hook {name_of(hook)}")
             for gateway in self._parts.gateways:
                 await _start_step(gateway.on_start, f"{type(gateway).__name__}.on_start")
                 self._started.append(gateway)
@@ -382,10 +382,6 @@ async def _start_step(hook: Callable[[], Awaitable[None]], what: str) -> None:
         # server's report; this line says which hook, in wsgate's log.
         log.error("start-up stopped: %s failed", what)
         raise StartupError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
-
-
-def _name(call: object) -> str:
-    return str(getattr(call, "__qualname__", None) or getattr(call, "__name__", None) or call)
 
 
 async def _healthz(request: Request) -> Response:

@@ -287,7 +287,7 @@ class Injector:
             if param.source == "ctx":
                 args.append((param.name, CTX))
             elif param.source == "body":
-                _check_body(plan, _name(key), param)
+                _check_body(plan, name_of(key), param)
                 args.append((param.name, BODY))
             else:
                 assert param.depends is not None
@@ -324,7 +324,7 @@ class Injector:
             else:
                 what = "the body" if param.source == "body" else "an event-scoped dependency"
                 raise TypeError(
-                    f"{owner}: connection-scoped {_name(key)} cannot take {what} "
+                    f"{owner}: connection-scoped {name_of(key)} cannot take {what} "
                     f"({param.name!r}): it lives longer than one event"
                 )
         node = ConnectionNode(key, _entry(provider), provider.kind, tuple(args))
@@ -392,7 +392,7 @@ def declare(
 
 
 def _analyse_provider(call: Callable[..., Any]) -> _Provider:
-    name = _name(call)
+    name = name_of(call)
     try:
         signature = inspect.signature(call)
     except (TypeError, ValueError):
@@ -497,11 +497,12 @@ def _refuse_cycle(
     key: Callable[..., Any], chain: tuple[Callable[..., Any], ...], owner: str
 ) -> None:
     if key in chain:
-        names = " -> ".join(_name(item) for item in (*chain, key))
+        names = " -> ".join(name_of(item) for item in (*chain, key))
         raise TypeError(f"{owner}: dependency cycle {names}")
 
 
-def _name(call: Callable[..., Any]) -> str:
+def name_of(call: object) -> str:
+    """A callable's name for messages (its qualified name when it has one)."""
     return str(getattr(call, "__qualname__", None) or getattr(call, "__name__", None) or call)
 
 

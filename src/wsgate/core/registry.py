@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from wsgate.core import metadata
-from wsgate.core.dependencies import NO_BODY, Declared, Injector, Plan, declare
+from wsgate.core.dependencies import NO_BODY, Declared, Injector, Plan, declare, name_of
 from wsgate.core.gateway import Gateway
 from wsgate.core.interceptors import INTERCEPTORS_ATTR, Interceptor, check_interceptor
 from wsgate.core.metadata import ExceptionFilter, Guard
@@ -112,11 +112,11 @@ def _namespace_spec(
         )
         consumers = [
             *(
-                declare(guard, fixed=1, what=f"guard {_name(guard)} of {owner}")[0]
+                declare(guard, fixed=1, what=f"guard {name_of(guard)} of {owner}")[0]
                 for guard in guards
             ),
             *(
-                declare(item, fixed=2, what=f"interceptor {_name(item)} of {owner}")[0]
+                declare(item, fixed=2, what=f"interceptor {name_of(item)} of {owner}")[0]
                 for item in interceptors
             ),
             handler,
@@ -150,7 +150,7 @@ def _namespace_spec(
             cls,
             [
                 *(
-                    declare(guard, fixed=1, what=f"guard {_name(guard)} of {cls.__name__}")[0]
+                    declare(guard, fixed=1, what=f"guard {name_of(guard)} of {cls.__name__}")[0]
                     for guard in connect_guards
                 ),
                 declare(gateway.on_connect, fixed=1, what=f"{cls.__name__}.on_connect")[0],
@@ -169,10 +169,6 @@ def _hook_plan(injector: Injector, cls: type, consumers: list[Declared]) -> Plan
     if not any(consumer.depends for consumer in consumers):
         return None
     return injector.plan(consumers, owner=f"{cls.__name__} (connect/disconnect)")
-
-
-def _name(call: object) -> str:
-    return str(getattr(call, "__qualname__", None) or getattr(call, "__name__", None) or call)
 
 
 def _is_public(method: object, cls: type) -> bool:
