@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import ast
+import functools
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,16 +15,45 @@ import wsgate
 SRC = Path(wsgate.__file__).parent
 
 
-def wsgate_imports(path: Path) -> list[str]:
-    """Every ``wsgate...`` module ``path`` imports (absolute imports; the package uses only those)."""
-    tree = ast.parse(path.read_text(), str(path))
-    found: list[str] = []
-    for node in ast.walk(tree):
+_IMPORTS_SCRIPT = """
+import ast, json, sys
+found = {}
+for name in sys.argv[1:]:
+    imports = []
+    for node in ast.walk(ast.parse(open(name).read(), name)):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("wsgate"):
-            found.append(node.module)
+            imports.append(node.module)
         elif isinstance(node, ast.Import):
-            found.extend(a.name for a in node.names if a.name.startswith("wsgate"))
+            imports.extend(a.name for a in node.names if a.name.startswith("wsgate"))
+    found[name] = imports
+print(json.dumps(found))
+"""
+
+
+@functools.cache
+def all_imports() -> dict[str, list[str]]:
+    """Every ``wsgate...`` module each source file imports (the package uses absolute imports).
+
+    Parsed in a fresh interpreter: CPython 3.11.7's ``ast`` keeps a global
+    recursion counter that a failed parse elsewhere in the process (the
+    traceback module parses source lines to place its carets) can leave
+    wrong, after which every ``ast.parse`` raises "AST constructor recursion
+    depth mismatch" (gh-106905, fixed in later 3.11 releases).
+    """
+    paths = [str(path) for path in sorted(SRC.rglob("*.py"))]
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_SCRIPT, *paths],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    found: dict[str, list[str]] = json.loads(result.stdout)
     return found
+
+
+def wsgate_imports(path: Path) -> list[str]:
+    return all_imports()[str(path)]
 
 
 def files(folder: str) -> list[Path]:

@@ -18,8 +18,10 @@ from wsgate.audit import configure_logging
 from wsgate.codes import CloseReason, Code
 from wsgate.core.admission import Verifier
 from wsgate.core.context import Context
+from wsgate.core.dependencies import DependencyOverrides, Depends
 from wsgate.core.gateway import Gateway
 from wsgate.core.handshake import Handshake
+from wsgate.core.interceptors import CallNext, Interceptor, use_interceptors
 from wsgate.core.metadata import (
     ExceptionFilter,
     Guard,
@@ -39,6 +41,7 @@ from wsgate.errors import (
     InternalError,
     NotFound,
     PayloadTooLarge,
+    StartupError,
     TokenError,
     TooManyRequests,
     Unauthorized,
@@ -65,17 +68,21 @@ except PackageNotFoundError:  # a source tree that was never installed
 __all__ = [
     "App",
     "BadRequest",
+    "CallNext",
     "CloseReason",
     "Code",
     "ConfigurationError",
     "ConnectionRefused",
     "Context",
+    "DependencyOverrides",
+    "Depends",
     "ExceptionFilter",
     "Forbidden",
     "Gateway",
     "GatewayError",
     "Guard",
     "Handshake",
+    "Interceptor",
     "InternalError",
     "MemoryRevocationStore",
     "NotFound",
@@ -86,6 +93,7 @@ __all__ = [
     "Server",
     "Settings",
     "SqliteRevocationStore",
+    "StartupError",
     "StoreUnavailable",
     "TokenError",
     "TokenIssuer",
@@ -103,4 +111,5 @@ __all__ = [
     "token_issuer",
     "use_filters",
     "use_guards",
+    "use_interceptors",
 ]

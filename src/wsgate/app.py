@@ -10,7 +10,7 @@ import contextlib
 import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -24,13 +24,19 @@ from wsgate.assembly import Assembly, assemble, token_issuer
 from wsgate.audit import audit, ensure_logging
 from wsgate.codes import CloseReason
 from wsgate.core.admission import Verifier
+from wsgate.core.dependencies import DependencyOverrides, name_of
 from wsgate.core.gateway import Gateway
 from wsgate.core.handshake import served_of
+from wsgate.core.interceptors import Interceptor
 from wsgate.core.server import Server
+from wsgate.errors import StartupError
 from wsgate.metrics import Metrics
 from wsgate.security.jwt import TokenIssuer
 from wsgate.settings import Settings
 from wsgate.stores.revocation import RevocationStore
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 log = logging.getLogger("wsgate.app")
 
@@ -43,7 +49,11 @@ class App:
     """An ASGI app: ``uvicorn module:app`` runs it, Starlette/FastAPI can mount it.
 
     Construction validates the settings: a server without a usable key, or
-    with an origin list that cannot be parsed, does not start.
+    with an origin list that cannot be parsed, does not start; nor does a
+    gateway whose handlers, guards, interceptors or hooks cannot be planned.
+    ``interceptors`` run around every event of every gateway, outermost.
+    ``tracer_provider`` is the OpenTelemetry provider spans go to (default:
+    the global one; spans are off while none is configured).
     """
 
     def __init__(
@@ -57,13 +67,21 @@ class App:
         revocations: RevocationStore | None = None,
         on_startup: Sequence[Hook] = (),
         on_shutdown: Sequence[Hook] = (),
+        interceptors: Sequence[Interceptor] = (),
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.settings = settings if settings is not None else Settings()
         self._parts: Assembly = assemble(
-            gateways, self.settings, verifier=verifier, revocations=revocations
+            gateways,
+            self.settings,
+            verifier=verifier,
+            revocations=revocations,
+            interceptors=interceptors,
+            tracer_provider=tracer_provider,
         )
         self._on_startup = tuple(on_startup)
         self._on_shutdown = tuple(on_shutdown)
+        self._started: list[Gateway] = []
         self._stopped = False
         self.http = Starlette(
             routes=[
@@ -99,6 +117,17 @@ class App:
     @property
     def metrics(self) -> Metrics:
         return self._parts.metrics
+
+    @property
+    def dependency_overrides(self) -> DependencyOverrides:
+        """``{provider: replacement}`` for tests (FastAPI's idiom); applied at once.
+
+        Setting or deleting an entry compiles the App's dependency plans
+        again (a replacement that cannot be planned raises there); events
+        already running keep what they started with. ``wsgate.testing``'s
+        ``AppClient(app, overrides={...})`` sets them for one client's life.
+        """
+        return self._parts.injector.overrides
 
     @property
     def revocations(self) -> RevocationStore | None:
@@ -200,21 +229,45 @@ class App:
         """Start and stop what the App owns; call it from a host app's lifespan when mounted.
 
         At start: wsgate's loggers get a handler if the host configured none,
-        the background work starts, then the ``on_startup`` hooks run. At
-        stop: every live connection is closed with ``server_shutdown`` (1001
-        on ``/ws``), background work is awaited, then ``on_shutdown`` hooks
-        run. Without the lifespan (a host that never runs it) the background
-        work still starts on the first connection.
+        the background work starts, the ``on_startup`` hooks run in order,
+        then each gateway's ``on_start`` in the order given. A hook that
+        raises stops the start-up with a :class:`~wsgate.StartupError`
+        naming it: the gateways already started are stopped (reverse order)
+        and the background work ends; ``on_shutdown`` hooks do not run,
+        since the start-up they undo may not have happened.
+
+        At stop: every live connection is closed with ``server_shutdown``
+        (1001 on ``/ws``; ``on_disconnect`` runs, connection-scoped
+        dependencies are torn down), each started gateway's ``on_stop`` runs
+        in reverse order, background work is awaited, then the
+        ``on_shutdown`` hooks run in order. Without the lifespan (a host that
+        never runs it) the background work still starts on the first
+        connection, and no start/stop hook runs.
         """
         ensure_logging(self.settings.log_level, self.settings.log_format)
         self._stopped = False
-        self._parts.runtime.start()
-        for hook in self._on_startup:
-            await hook()
+        await self.startup()
         try:
             yield
         finally:
             await self.aclose()
+
+    async def startup(self) -> None:
+        """Start background work, then run ``on_startup`` hooks and each gateway's ``on_start``."""
+        self._parts.runtime.start()
+        self._started = []
+        try:
+            for hook in self._on_startup:
+                await _start_step(hook, f"on_startup hook {name_of(hook)}")
+            for gateway in self._parts.gateways:
+                await _start_step(gateway.on_start, f"{type(gateway).__name__}.on_start")
+                self._started.append(gateway)
+        except StartupError:
+            self._stopped = True
+            await self._stop_gateways()
+            await self._parts.runtime.aclose()
+            await self._close_parts()
+            raise
 
     async def close_connections(self) -> None:
         """Close every live connection with ``server_shutdown`` and wait (bounded) for them."""
@@ -225,17 +278,32 @@ class App:
         if self._stopped:
             return
         self._stopped = True
-        await self._parts.runtime.shutdown()
+        runtime = self._parts.runtime
+        await runtime.close_all()
+        await self._stop_gateways()
+        await runtime.aclose()
         for callback in self._on_shutdown:
             try:
                 await callback()
             except Exception:
                 log.exception("an on_shutdown callback failed")
+        await self._close_parts()
+
+    async def _close_parts(self) -> None:
         for closer in self._parts.closers:
             try:
                 await closer()
             except Exception:
                 log.exception("closing an App resource failed")
+
+    async def _stop_gateways(self) -> None:
+        """``on_stop`` of every started gateway, newest first; a failure is logged."""
+        started, self._started = self._started, []
+        for gateway in reversed(started):
+            try:
+                await gateway.on_stop()
+            except Exception:
+                log.exception("%s.on_stop failed", type(gateway).__name__)
 
     # -- internals tests may look at -------------------------------------------------------
 
@@ -303,6 +371,17 @@ class _PolicyCORSMiddleware(CORSMiddleware):
 
     def is_allowed_origin(self, origin: str) -> bool:
         return self._origin_allowed(origin, _REQUEST_SCOPE.get() or {})
+
+
+async def _start_step(hook: Callable[[], Awaitable[None]], what: str) -> None:
+    """Run one start-up hook; its failure becomes a :class:`StartupError` that names it."""
+    try:
+        await hook()
+    except Exception as exc:
+        # The exception itself goes with the StartupError (its cause) to the
+        # server's report; this line says which hook, in wsgate's log.
+        log.error("start-up stopped: %s failed", what)
+        raise StartupError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
 
 
 async def _healthz(request: Request) -> Response:

@@ -14,10 +14,13 @@ from typing import Any
 
 from wsgate.core.admission import Verifier
 from wsgate.core.bus import RedisBus
+from wsgate.core.dependencies import Injector
 from wsgate.core.gateway import Gateway
 from wsgate.core.handshake import served_of
+from wsgate.core.interceptors import Interceptor
 from wsgate.core.registry import build_registry
 from wsgate.core.runtime import Runtime
+from wsgate.core.tracing import Tracing, sub_hash_key
 from wsgate.errors import ConfigurationError
 from wsgate.metrics import Metrics
 from wsgate.security.jwt import JwtConfig, TokenIssuer, TokenVerifier
@@ -46,6 +49,8 @@ class Assembly:
     socketio: SocketIOTransport
     websocket: WebSocketTransport
     closers: tuple[Closer, ...]
+    injector: Injector
+    gateways: tuple[Gateway, ...]
 
 
 def assemble(
@@ -54,12 +59,18 @@ def assemble(
     *,
     verifier: Verifier | None = None,
     revocations: RevocationStore | None = None,
+    interceptors: Sequence[Interceptor] = (),
+    tracer_provider: Any = None,
 ) -> Assembly:
     """Build the parts of an App; a setting that cannot give a secure server raises here.
 
+    So does a gateway that cannot be planned (a handler parameter that is
+    neither ctx, the body nor a ``Depends``; a dependency cycle; ...).
+
     ``redis_url`` selects Redis for everything shared between nodes: the
     broadcast bus, the per-user connection cap and (unless ``revocations``
-    is given) the revocation store.
+    is given) the revocation store. ``tracer_provider`` is an OpenTelemetry
+    ``TracerProvider`` (default: the global one, see :mod:`wsgate.core.tracing`).
     """
     try:
         origins = OriginPolicy(settings.allowed_origins)
@@ -80,8 +91,9 @@ def assemble(
         own = TokenVerifier(jwt_config(settings, require_jti=revocations is not None))
         closers.append(own.aclose)
         verifier = own
+    injector = Injector()
     runtime = Runtime(
-        build_registry(gateways),
+        build_registry(gateways, injector=injector, interceptors=interceptors),
         verifier=verifier,
         origins=origins,
         metrics=metrics,
@@ -97,6 +109,10 @@ def assemble(
         connect_timeout=settings.connect_timeout,
         leeway=settings.jwt_leeway,
         expiry_grace=settings.expiry_grace,
+        tracing=Tracing(
+            provider=tracer_provider,
+            sub_key=sub_hash_key(settings.trace_sub_key_text(), settings.secret_text()),
+        ),
     )
     if bus is not None:
         runtime.fanout.use_bus(bus)
@@ -115,6 +131,8 @@ def assemble(
         socketio=SocketIOTransport(runtime.port, origin_allowed=cors_allowed),
         websocket=WebSocketTransport(runtime.port),
         closers=tuple(closers),
+        injector=injector,
+        gateways=tuple(gateways),
     )
 
 

@@ -8,6 +8,7 @@ is not a :class:`GatewayError` becomes a generic 500 in the exception filter.
 
     WsgateError
     ├── ConfigurationError        settings that cannot give a secure server (start-up only)
+    ├── StartupError              a start-up hook (App on_startup, Gateway.on_start) failed
     ├── GatewayError              an event failed: {"status", "code", "message"} to the client
     │   ├── BadRequest            400 bad_request (with "fields")
     │   ├── Unauthorized          401 unauthorized (token_expired / token_revoked codes too)
@@ -37,6 +38,10 @@ class WsgateError(Exception):
 
 class ConfigurationError(WsgateError):
     """The settings cannot give a secure server; raised at start-up, never at run time."""
+
+
+class StartupError(WsgateError):
+    """A start-up hook failed, so the App does not serve; the hook's exception is the cause."""
 
 
 _SAFE_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     expiry_grace: float = Field(
         default=0.0, ge=0, le=60, description="seconds after exp a client may still auth:refresh"
     )
+    trace_sub_key: SecretStr | str | None = Field(
+        default=None,
+        description="key of the sub hash in tracing spans (default: derived from jwt_secret)",
+    )
+    """Given as ``str`` or ``SecretStr``; always held as a ``SecretStr`` (never in a repr)."""
     log_format: Literal["text", "json"] = Field(default="text", description="log line format")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="log level of wsgate's loggers"
@@ -95,7 +100,7 @@ class Settings(BaseSettings):
         _split_commas
     )
 
-    @field_validator("jwt_secret", mode="after")
+    @field_validator("jwt_secret", "trace_sub_key", mode="after")
     @classmethod
     def _hide_secret(cls, value: SecretStr | str | None) -> SecretStr | None:
         return SecretStr(value) if isinstance(value, str) else value
@@ -104,6 +109,11 @@ class Settings(BaseSettings):
         """The HMAC key as text, or None."""
         secret = self.jwt_secret
         return secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+
+    def trace_sub_key_text(self) -> str | None:
+        """The key of ``wsgate.sub_hash`` in spans as text, or None (see wsgate.core.tracing)."""
+        key = self.trace_sub_key
+        return key.get_secret_value() if isinstance(key, SecretStr) else key
 
     @field_validator("jwt_algorithms")
     @classmethod

@@ -23,9 +23,11 @@ from wsgate.core.connection import Connection, TransportLink
 from wsgate.core.context import Context
 from wsgate.core.fanout import Fanout
 from wsgate.core.handshake import Handshake
-from wsgate.core.pipeline import check_roles, run_guards
+from wsgate.core.pipeline import check_roles, judge, run_guards
 from wsgate.core.registry import NamespaceSpec
+from wsgate.core.resolution import Resolution, release_scope
 from wsgate.core.sessions import Sessions, audit_connection
+from wsgate.core.tracing import Tracing, refusal_status, set_outcome
 from wsgate.errors import ConnectionRefused, GatewayError, TokenError
 from wsgate.metrics import Metrics
 from wsgate.principal import Principal
@@ -69,7 +71,9 @@ class Admission:
         fanout: Fanout,
         metrics: Metrics,
         allow_query_token: bool,
+        tracing: Tracing,
     ) -> None:
+        self.tracing = tracing
         self.registry = registry
         self.verifier = verifier
         self.origins = origins
@@ -103,8 +107,32 @@ class Admission:
     ) -> Connection:
         """Verify a handshake and register the connection, or raise :class:`ConnectionRefused`.
 
-        Every refusal is counted and audited here, once.
+        Every refusal is counted and audited here, once. With tracing on, in
+        a ``wsgate.connect`` span (which provider is in force is looked at
+        here, once per connect, so that events need not).
         """
+        tracer = self.tracing.refresh()
+        if tracer is None:
+            return await self._admit_once(namespace, handshake, conn_id, transport)
+        with self.tracing.start(tracer, "wsgate.connect") as span:
+            if span.is_recording():
+                span.set_attribute("wsgate.namespace", namespace)
+                span.set_attribute("wsgate.transport", transport.name)
+            try:
+                connection = await self._admit_once(namespace, handshake, conn_id, transport)
+            except ConnectionRefused as refusal:
+                status = refusal_status(refusal.code)
+                set_outcome(span, str(refusal.code), status, error=status >= 500)
+                raise
+            except BaseException:
+                set_outcome(span, "cancelled", error=False)
+                raise
+            set_outcome(span, "ok", error=False)
+            return connection
+
+    async def _admit_once(
+        self, namespace: str, handshake: Handshake, conn_id: str, transport: TransportLink
+    ) -> Connection:
         try:
             return await self._admit(namespace, handshake, conn_id, transport)
         except ConnectionRefused as refusal:
@@ -162,6 +190,7 @@ class Admission:
             why = "query_token_refused" if query_token_present(handshake.query) else "missing_token"
             raise TokenError(Code.UNAUTHORIZED, "Authentication required", why)
         principal = await self.verify_live(found.token)
+        self.tracing.mark_sub(principal.sub)
         connection = Connection(
             id=conn_id,
             namespace=namespace,
@@ -169,7 +198,37 @@ class Admission:
             handshake=handshake,
             transport=transport,
         )
-        await self.check_connect_guards(spec, Context(connection, self.fanout))
+        ctx = Context(connection, self.fanout)
+        plan = spec.connect_plan
+        # The connect is one "event" for dependencies: the connect guards and
+        # on_connect share event-scoped values, torn down once it is decided.
+        resolution = Resolution(plan.compiled, ctx) if plan is not None else None
+        try:
+            await self._admit_checked(spec, connection, ctx, resolution)
+        except BaseException as refusal:
+            await _tear_down(resolution, "connect", refusal)
+            # Connection-scoped values made by a guard or on_connect of a
+            # connection that is not admitted after all.
+            await release_scope(connection)
+            raise
+        await _tear_down(resolution, "connect")
+        self.sessions.arm(connection)
+        metrics = self.metrics
+        metrics.child(metrics.connects, namespace, transport.name).inc()
+        metrics.child(metrics.connections, namespace, transport.name).inc()
+        audit_connection("connected", connection)
+        return connection
+
+    async def _admit_checked(
+        self,
+        spec: NamespaceSpec,
+        connection: Connection,
+        ctx: Context,
+        resolution: Resolution | None,
+    ) -> None:
+        """Connect guards, the user's connection slot, ``on_connect``, a last revocation check."""
+        principal, conn_id = connection.principal, connection.id
+        await self.check_connect_guards(spec, ctx, resolution)
         try:
             taken = await self.slots.acquire(principal.sub, conn_id)
         except StoreUnavailable:
@@ -184,7 +243,7 @@ class Admission:
             )
         self.fanout.connections[conn_id] = connection
         try:
-            await self._on_connect(spec, connection)
+            await self._on_connect(spec, ctx, resolution)
             # A revocation that landed while this connect was being checked
             # (guards, slot count, on_connect) came before the connection was
             # registered, so the revocation follower could not see it: ask again.
@@ -193,17 +252,23 @@ class Admission:
             self.fanout.connections.pop(conn_id, None)
             await self.slots.release(principal.sub, conn_id)
             raise
-        self.sessions.arm(connection)
-        metrics = self.metrics
-        metrics.child(metrics.connects, namespace, transport.name).inc()
-        metrics.child(metrics.connections, namespace, transport.name).inc()
-        audit_connection("connected", connection)
-        return connection
 
-    async def _on_connect(self, spec: NamespaceSpec, connection: Connection) -> None:
-        """The gateway's hook; an exception from it refuses, it never crashes the server."""
+    async def _on_connect(
+        self, spec: NamespaceSpec, ctx: Context, resolution: Resolution | None
+    ) -> None:
+        """The gateway's hook; an exception from it refuses, it never crashes the server.
+
+        Its dependencies are made first: a provider that fails is a check
+        that could not be made (``unavailable``), not the hook saying no.
+        """
+        if resolution is None:
+            hook, kwargs = spec.gateway.on_connect, {}
+        else:
+            last = len(resolution.compiled.consumers) - 1
+            hook = resolution.compiled.consumers[last].call
+            kwargs = await resolution.arguments(last)
         try:
-            await spec.gateway.on_connect(Context(connection, self.fanout))
+            await hook(ctx, **kwargs)
         except ConnectionRefused:
             raise
         except GatewayError as exc:
@@ -239,11 +304,24 @@ class Admission:
         if revoked:
             raise TokenError(Code.TOKEN_REVOKED, "Token revoked", "revoked")
 
-    async def check_connect_guards(self, spec: NamespaceSpec, ctx: Context) -> None:
-        """The namespace's class-level roles and guards, as a refusal on failure."""
+    async def check_connect_guards(
+        self, spec: NamespaceSpec, ctx: Context, resolution: Resolution | None = None
+    ) -> None:
+        """The namespace's class-level roles and guards, as a refusal on failure.
+
+        With dependencies, ``resolution`` makes them (a provider's own
+        ``GatewayError`` refuses like a guard's; any other failure propagates,
+        and admission answers ``unavailable``).
+        """
         try:
             check_roles(ctx, False, spec.connect_roles)
-            await run_guards(ctx, spec.connect_guards)
+            if resolution is None:
+                await run_guards(ctx, spec.connect_guards)
+            else:
+                consumers = resolution.compiled.consumers
+                for index in range(len(spec.connect_guards)):
+                    kwargs = await resolution.arguments(index)
+                    await judge(ctx, consumers[index].call, kwargs)
         except GatewayError as exc:
             if exc.status == 401:
                 code = Code.UNAUTHORIZED
@@ -264,6 +342,32 @@ class Admission:
             rooms=connection.rooms,
             user_state=connection.user_state,
         )
-        await self.check_connect_guards(
-            self.registry[connection.namespace], Context(trial, self.fanout)
-        )
+        spec = self.registry[connection.namespace]
+        ctx = Context(trial, self.fanout)
+        plan = spec.connect_plan
+        # Connection-scoped values are the live connection's, not the trial's.
+        resolution = Resolution(plan.compiled, ctx, connection) if plan is not None else None
+        try:
+            await self.check_connect_guards(spec, ctx, resolution)
+        except BaseException as refusal:
+            await _tear_down(resolution, "refresh", refusal)
+            raise
+        await _tear_down(resolution, "refresh")
+
+
+async def _tear_down(
+    resolution: Resolution | None, what: str, error: BaseException | None = None
+) -> None:
+    """Event-scoped teardowns of a connect or refresh; a failing one is logged, not a refusal.
+
+    By then the decision is made (and, at connect, the connection may be
+    registered); undoing it because a teardown failed would leave the
+    client and the server disagreeing about the session.
+    """
+    if resolution is None:
+        return
+    try:
+        await resolution.close(error)
+    except Exception as failure:
+        if failure is not error:
+            log.exception("tearing down a dependency after a %s failed", what)

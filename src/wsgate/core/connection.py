@@ -6,10 +6,13 @@ import asyncio
 import enum
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from wsgate.core.handshake import Handshake
 from wsgate.principal import Principal
+
+if TYPE_CHECKING:
+    from wsgate.core.resolution import ConnectionScope
 
 MAX_IN_FLIGHT = 32
 """Events of one connection handled at once; a transport's reader waits beyond it.
@@ -91,6 +94,8 @@ class Connection:
     ``expiry_timer`` is the one timer that ends the session at the token's
     expiry. ``flood`` counts the limit hits of the current flood, so that a
     flood is audited once with a count, not once per refused message.
+    ``dependencies`` holds its connection-scoped dependencies, made on first
+    use and torn down at release.
     """
 
     id: str
@@ -107,6 +112,7 @@ class Connection:
     flood: Flood | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_IN_FLIGHT))
+    dependencies: ConnectionScope | None = None
 
     @property
     def live(self) -> bool:

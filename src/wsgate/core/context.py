@@ -106,3 +106,15 @@ class Context:
     async def disconnect(self, reason: str = CloseReason.SERVER_DISCONNECT) -> None:
         """Close this connection; ``on_disconnect`` runs with ``reason``."""
         await self._fanout.close(self._connection, reason)
+
+
+def connection_of(ctx: Context) -> Connection:
+    """The core's connection behind ``ctx`` (for the core only; applications use ``ctx``)."""
+    return ctx._connection
+
+
+def connection_context(ctx: Context) -> Context:
+    """A context of ``ctx``'s connection without its event or body (for connection scope)."""
+    if ctx.event is None and ctx.body is None:
+        return ctx
+    return Context(ctx._connection, ctx._fanout)

@@ -22,6 +22,7 @@ from wsgate.core.pipeline import Reply, apply_filters, run_event
 from wsgate.core.refresh import REFRESH_EVENT, Refresher, unauthorized
 from wsgate.core.registry import NamespaceSpec
 from wsgate.core.sessions import audit_connection
+from wsgate.core.tracing import Tracing, set_outcome
 from wsgate.errors import GatewayError, NotFound, PayloadTooLarge, TooManyRequests
 from wsgate.metrics import Metrics
 from wsgate.security.limits import EventRateLimiter
@@ -57,7 +58,9 @@ class Dispatcher:
         fanout: Fanout,
         metrics: Metrics,
         max_message_bytes: int,
+        tracing: Tracing,
     ) -> None:
+        self.tracing = tracing
         self.registry = registry
         self.rate = rate
         self.refresher = refresher
@@ -98,6 +101,41 @@ class Dispatcher:
         if reply.failed and _status_of(reply.data) in (401, 403):
             audit_connection("denied", connection, level=logging.WARNING, event=event)
         return self._count(label, reply)
+
+    async def handle_traced(self, connection: Connection, event: str, payload: Any) -> Reply:
+        """:meth:`handle` inside a ``wsgate.event`` span (the port calls it when tracing is on).
+
+        The span is the current one while the event runs, so spans the
+        handler makes (a database call, an HTTP request) are its children.
+        """
+        tracer = self.tracing.tracer
+        if tracer is None:  # turned off since the port looked
+            return await self.handle(connection, event, payload)
+        with self.tracing.start(tracer, "wsgate.event") as span:
+            try:
+                reply = await self.handle(connection, event, payload)
+            except BaseException:
+                if span.is_recording():
+                    self._describe(span, connection, event)
+                    set_outcome(span, "cancelled", error=False)
+                raise
+            if span.is_recording():
+                self._describe(span, connection, event)
+                if not reply.failed:
+                    set_outcome(span, "ok", error=False)
+                else:
+                    status = _status_of(reply.data)
+                    outcome = _OUTCOMES.get(status, "error") if status is not None else "error"
+                    set_outcome(span, outcome, status, error=status is None or status >= 500)
+            return reply
+
+    def _describe(self, span: Any, connection: Connection, event: str) -> None:
+        spec = self.registry.get(connection.namespace)
+        known = event == REFRESH_EVENT or (spec is not None and event in spec.handlers)
+        span.set_attribute("wsgate.namespace", connection.namespace)
+        span.set_attribute("wsgate.event", event if known else "<unknown>")
+        span.set_attribute("wsgate.transport", connection.transport.name)
+        span.set_attribute("wsgate.sub_hash", self.tracing.sub_hash(connection.principal.sub))
 
     def oversize(self, connection: Connection, size: int) -> dict[str, Any]:
         """The 413 error object for a message over ``max_message_bytes``, counted and audited.

@@ -12,6 +12,7 @@ from pydantic_core import to_jsonable_python
 
 from wsgate.core.bus import Bus
 from wsgate.core.connection import Connection, TransportLink, room_key
+from wsgate.core.tracing import Tracing, set_outcome
 from wsgate.errors import TooManyRequests
 
 
@@ -29,7 +30,10 @@ class Fanout:
     so the application never has to know how a client connected.
     """
 
-    def __init__(self, *, max_rooms_per_connection: int = 100) -> None:
+    def __init__(
+        self, *, max_rooms_per_connection: int = 100, tracing: Tracing | None = None
+    ) -> None:
+        self.tracing = tracing
         self.transports: list[TransportLink] = []
         self.connections: dict[str, Connection] = {}
         self.bus: Bus | None = None
@@ -46,6 +50,25 @@ class Fanout:
         self, namespace: str, event: str, data: Any, *, room: str | None, skip: str | None
     ) -> None:
         """``event`` to every connection of ``namespace`` (or of ``room`` in it), on every node."""
+        tracing = self.tracing
+        if tracing is not None and tracing.tracer is not None:
+            with tracing.start(tracing.tracer, "wsgate.broadcast", producer=True) as span:
+                if span.is_recording():
+                    span.set_attribute("wsgate.namespace", namespace)
+                    span.set_attribute("wsgate.event", event)
+                    span.set_attribute("wsgate.room", room is not None)
+                try:
+                    await self._emit(namespace, event, data, room=room, skip=skip)
+                except Exception as exc:
+                    set_outcome(span, f"error:{type(exc).__name__}", error=True)
+                    raise
+                set_outcome(span, "ok", error=False)
+            return
+        await self._emit(namespace, event, data, room=room, skip=skip)
+
+    async def _emit(
+        self, namespace: str, event: str, data: Any, *, room: str | None, skip: str | None
+    ) -> None:
         payload = to_wire(data)
         target = room_key(room) if room is not None else None
         await self.deliver_locally(namespace, event, payload, target, skip)

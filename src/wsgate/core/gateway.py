@@ -25,8 +25,29 @@ class Gateway:
                 raise ValueError(f"namespace must start with '/': {namespace!r}")
             cls.namespace = namespace
 
+    async def on_start(self) -> None:
+        """Called once when the App starts, before it serves; raise to stop the start-up.
+
+        Gateways start in the order given to ``App``, after the App's
+        ``on_startup`` hooks, so a gateway can use what those opened.
+        """
+
+    async def on_stop(self) -> None:
+        """Called once when the App stops, after its live connections were closed.
+
+        Gateways stop in the reverse order of their start, before the App's
+        ``on_shutdown`` hooks; only gateways whose ``on_start`` succeeded stop.
+        """
+
     async def on_connect(self, ctx: Context) -> None:
-        """Called after the connection passed every check; raise to refuse it."""
+        """Called after the connection passed every check; raise to refuse it.
+
+        May take ``Annotated[T, Depends(...)]`` parameters after ``ctx``.
+        """
 
     async def on_disconnect(self, ctx: Context, reason: str) -> None:
-        """Called once when the connection is gone, whoever closed it."""
+        """Called once when the connection is gone, whoever closed it.
+
+        May take ``Annotated[T, Depends(...)]`` parameters after ``reason``;
+        connection-scoped dependencies are torn down after it returns.
+        """

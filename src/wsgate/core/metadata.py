@@ -17,10 +17,12 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-Guard = Callable[["Context"], "bool | Awaitable[bool]"]
-"""A guard says whether an event may run; anything but ``True``, or an exception, denies.
+Guard = Callable[..., "bool | Awaitable[bool]"]
+"""A guard ``(ctx) -> bool | Awaitable[bool]`` says whether an event may run.
 
-Event guards run after the body was validated and can read it as ``ctx.body``.
+Anything but ``True``, or an exception, denies. Event guards run after the
+body was validated and can read it as ``ctx.body``. After ``ctx`` a guard
+may take ``Annotated[T, Depends(provider)]`` parameters (hence ``...``).
 """
 
 ExceptionFilter = Callable[
@@ -84,7 +86,7 @@ def roles(*required: str) -> Callable[[T], T]:
 def use_guards(*guards: Guard) -> Callable[[T], T]:
     """Run ``guards`` (in order, after the token and role checks) before the handler."""
     if not all(callable(guard) for guard in guards):
-        raise TypeError("use_guards() takes callables (ctx) -> bool | Awaitable[bool]")
+        raise TypeError("use_guards() takes callables (ctx, *dependencies) -> bool")
 
     def mark(target: T) -> T:
         setattr(target, GUARDS_ATTR, tuple(guards))

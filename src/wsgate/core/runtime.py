@@ -20,15 +20,18 @@ from wsgate.codes import CloseReason
 from wsgate.core.admission import Admission, Verifier
 from wsgate.core.connection import Connection, ConnectionState
 from wsgate.core.context import Context
+from wsgate.core.dependencies import Plan
 from wsgate.core.dispatch import Dispatcher
 from wsgate.core.fanout import Fanout
 from wsgate.core.handshakes import HandshakeSlots
 from wsgate.core.port import Port
 from wsgate.core.refresh import REFRESH_EVENT, Refresher
 from wsgate.core.registry import NamespaceSpec
+from wsgate.core.resolution import Resolution, release_scope
 from wsgate.core.revocation_follower import RevocationFollower
 from wsgate.core.server import Server
 from wsgate.core.sessions import Sessions, audit_connection
+from wsgate.core.tracing import Tracing, sub_hash_key
 from wsgate.errors import ConfigurationError
 from wsgate.metrics import Metrics
 from wsgate.security.limits import ConnectionSlots, EventRateLimiter, LocalConnectionSlots
@@ -67,6 +70,7 @@ class Runtime:
         connect_timeout: float = 10.0,
         leeway: float = 0.0,
         expiry_grace: float = 0.0,
+        tracing: Tracing | None = None,
     ) -> None:
         for spec in registry.values():
             if REFRESH_EVENT in spec.handlers:
@@ -77,7 +81,10 @@ class Runtime:
         self.registry = registry
         self.metrics = metrics
         self.revocations = revocations
-        self.fanout = Fanout(max_rooms_per_connection=max_rooms_per_connection)
+        self.tracing = tracing if tracing is not None else Tracing(sub_key=sub_hash_key(None, None))
+        self.fanout = Fanout(
+            max_rooms_per_connection=max_rooms_per_connection, tracing=self.tracing
+        )
         self.server = Server(self.fanout)
         self.sessions = Sessions(self.fanout, metrics, leeway=leeway, grace=expiry_grace)
         self.rate = EventRateLimiter(rate_limit)
@@ -99,6 +106,7 @@ class Runtime:
             fanout=self.fanout,
             metrics=metrics,
             allow_query_token=allow_query_token,
+            tracing=self.tracing,
         )
         refresher = Refresher(
             self.admission.verify_live, self.admission.check_refresh_guards, self.sessions
@@ -110,6 +118,7 @@ class Runtime:
             fanout=self.fanout,
             metrics=metrics,
             max_message_bytes=max_message_bytes,
+            tracing=self.tracing,
         )
         self.follower = (
             RevocationFollower(revocations, self.sessions, self.fanout.connections.values)
@@ -125,7 +134,11 @@ class Runtime:
         )
 
     def start(self) -> None:
-        """Start the background work (revocation follower, bus, connection leases); idempotent."""
+        """Start the background work (revocation follower, bus, connection leases); idempotent.
+
+        Also looks at which tracer provider is in force (see :mod:`wsgate.core.tracing`).
+        """
+        self.tracing.refresh()
         if self.follower is not None:
             self.follower.ensure_started()
         if self.fanout.bus is not None:
@@ -166,10 +179,17 @@ class Runtime:
         metrics.child(metrics.disconnects, reason).inc()
         audit_connection("disconnected", connection, reason=reason)
         spec = self.registry[connection.namespace]
+        ctx = Context(connection, self.fanout)
         try:
-            await spec.gateway.on_disconnect(Context(connection, self.fanout), reason)
+            if spec.disconnect_plan is None:
+                await spec.gateway.on_disconnect(ctx, reason)
+            else:
+                await _planned_disconnect(spec.disconnect_plan, ctx, reason)
         except Exception:
             log.exception("on_disconnect of %s raised", connection.namespace)
+        finally:
+            # Connection-scoped dependencies go last: on_disconnect may still use them.
+            await release_scope(connection)
 
     async def shutdown(self, grace: float = SHUTDOWN_GRACE) -> None:
         """Close every live connection (:meth:`close_all`), then stop the background work."""
@@ -207,3 +227,15 @@ class Runtime:
             await self.fanout.bus.aclose()
         await self.slots.aclose()
         await self.sessions.aclose()
+
+
+async def _planned_disconnect(plan: Plan, ctx: Context, reason: str) -> None:
+    """``on_disconnect`` with its dependencies, torn down right after it."""
+    resolution = Resolution(plan.compiled, ctx)
+    try:
+        hook = resolution.compiled.consumers[0].call
+        await hook(ctx, reason, **await resolution.arguments(0))
+    except BaseException as exc:
+        await resolution.close(exc)
+        raise
+    await resolution.close()

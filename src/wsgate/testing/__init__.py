@@ -15,6 +15,9 @@ The App runs in the test's own event loop, called through ASGI with its
 lifespan: no port, no server process, no network. Tokens are signed with
 the App's own key (its secret or private key), with the claims you choose.
 A refused connection raises :class:`Refused` with the contract's code.
+``AppClient(app, overrides={get_db: fake_db})`` replaces dependency
+providers for the client's life (``app.dependency_overrides``, restored on
+exit).
 
 With pytest, ``pytest_plugins = ["wsgate.testing.pytest_plugin"]`` in your
 ``conftest.py`` gives a ``wsgate_client`` fixture for your ``wsgate_app``
@@ -24,7 +27,7 @@ fixture (see :mod:`wsgate.testing.pytest_plugin`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.types import ASGIApp
@@ -43,26 +46,60 @@ class AppClient:
     ``asgi`` is what to call when the App is mounted in another ASGI app
     (FastAPI, Starlette): pass the host app and the mount ``prefix``; tokens
     still come from ``app``.
+
+    ``overrides`` (``{provider: replacement}``) replace dependency providers
+    while the client is open: they are set in ``app.dependency_overrides``
+    before the App starts and the previous entries are put back after it
+    stopped, so connection-scoped fakes are torn down while still in place.
     """
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, app: App, *, asgi: ASGIApp | None = None, prefix: str = "") -> None:
+    def __init__(
+        self,
+        app: App,
+        *,
+        asgi: ASGIApp | None = None,
+        prefix: str = "",
+        overrides: Mapping[Callable[..., Any], Callable[..., Any]] | None = None,
+    ) -> None:
         self.app = app
         self._asgi: ASGIApp = asgi if asgi is not None else app
         self._prefix = prefix.rstrip("/")
         self._lifespan: Lifespan | None = None
         self._issuer: TokenIssuer | None = None
+        self._overrides = dict(overrides or {})
+        self._replaced: dict[Callable[..., Any], Callable[..., Any] | None] = {}
 
     async def __aenter__(self) -> AppClient:
-        self._lifespan = Lifespan(self._asgi)
-        await self._lifespan.__aenter__()
+        table = self.app.dependency_overrides
+        for provider, replacement in self._overrides.items():
+            self._replaced.setdefault(provider, table.get(provider))
+            table[provider] = replacement
+        try:
+            self._lifespan = Lifespan(self._asgi)
+            await self._lifespan.__aenter__()
+        except BaseException:
+            self._restore_overrides()
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._lifespan is not None:
-            await self._lifespan.__aexit__(*exc_info)
-            self._lifespan = None
+        try:
+            if self._lifespan is not None:
+                await self._lifespan.__aexit__(*exc_info)
+                self._lifespan = None
+        finally:
+            self._restore_overrides()
+
+    def _restore_overrides(self) -> None:
+        table = self.app.dependency_overrides
+        for provider, previous in self._replaced.items():
+            if previous is None:
+                table.pop(provider, None)
+            else:
+                table[provider] = previous
+        self._replaced = {}
 
     def token(
         self,

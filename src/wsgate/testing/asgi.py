@@ -148,7 +148,16 @@ class Lifespan:
         await self._to_app.put({"type": "lifespan.startup"})
         answer = await asyncio.wait_for(self._from_app.get(), TIMEOUT)
         if answer["type"] != "lifespan.startup.complete":
-            raise RuntimeError(f"App start-up failed: {answer.get('message', answer['type'])}")
+            # Starlette answers startup.failed and then re-raises in the
+            # lifespan task: collect that error here (it is the cause), so it
+            # is never left to asyncio's "exception was never retrieved".
+            cause: BaseException | None = None
+            try:
+                await asyncio.wait_for(self._task, TIMEOUT)
+            except Exception as exc:
+                cause = exc
+            message = answer.get("message", answer["type"])
+            raise RuntimeError(f"App start-up failed: {message}") from cause
         return self
 
     async def _run(self, scope: dict[str, Any]) -> None:
