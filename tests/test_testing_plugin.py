@@ -7,6 +7,7 @@ import pytest
 from wsgate import App, Context, Gateway, Settings, subscribe
 from wsgate.testing import AppClient
 
+
 class Counter(Gateway):
     def __init__(self) -> None:
         self.count = 0

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     expiry_grace: float = Field(
         default=0.0, ge=0, le=60, description="seconds after exp a client may still auth:refresh"
     )
+    asyncapi_path: str | None = Field(
+        default=None,
+        pattern=r"^/[^?#]*$",
+        description="serve the AsyncAPI document of the gateways at this path (off when unset)",
+    )
     log_format: Literal["text", "json"] = Field(default="text", description="log line format")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="log level of wsgate's loggers"

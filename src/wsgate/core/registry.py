@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -19,6 +19,10 @@ from pydantic import TypeAdapter
 from wsgate.core import metadata
 from wsgate.core.gateway import Gateway
 from wsgate.core.metadata import ExceptionFilter, Guard
+from wsgate.core.pushes import PushSpec, declared_pushes
+
+NOT_ANNOTATED: Any = inspect.Signature.empty
+"""``HandlerSpec.returns`` of a handler without a return annotation (its ack is undocumented)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,8 @@ class HandlerSpec:
     roles: tuple[str, ...]
     guards: tuple[Guard, ...]
     filters: tuple[ExceptionFilter, ...]
+    returns: Any = NOT_ANNOTATED
+    """The handler's return annotation: the type of its ack, for documents and typed clients."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +50,8 @@ class NamespaceSpec:
     connect_roles: tuple[str, ...]
     connect_guards: tuple[Guard, ...]
     filters: tuple[ExceptionFilter, ...]
+    pushes: Mapping[str, PushSpec] = field(default_factory=dict)
+    """The events the gateway declares it pushes (``@emits``), by name."""
 
 
 def build_registry(gateways: typing.Iterable[Gateway]) -> dict[str, NamespaceSpec]:
@@ -81,6 +89,7 @@ def _namespace_spec(gateway: Gateway) -> NamespaceSpec:
             roles=tuple(_override(member, cls, metadata.ROLES_ATTR, ())),
             guards=tuple(_override(member, cls, metadata.GUARDS_ATTR, ())),
             filters=tuple(metadata.read(member, metadata.FILTERS_ATTR, ())) + tuple(class_filters),
+            returns=return_annotation(member),
         )
     return NamespaceSpec(
         namespace=cls.namespace,
@@ -89,6 +98,7 @@ def _namespace_spec(gateway: Gateway) -> NamespaceSpec:
         connect_roles=tuple(metadata.read(cls, metadata.ROLES_ATTR, ())),
         connect_guards=tuple(metadata.read(cls, metadata.GUARDS_ATTR, ())),
         filters=tuple(class_filters),
+        pushes=declared_pushes(cls),
     )
 
 
@@ -134,3 +144,15 @@ def _body_adapter(cls: type, method: Callable[..., Any]) -> TypeAdapter[Any] | N
             f"{cls.__name__}.{method.__name__}: annotate '{body_param.name}' so it can be validated"
         )
     return TypeAdapter(hints[body_param.name])
+
+
+def return_annotation(method: Callable[..., Any]) -> Any:
+    """The handler's resolved return annotation, or ``NOT_ANNOTATED``.
+
+    Only documents and typed clients read it; the ack itself is whatever the
+    handler returns, serialized as it is.
+    """
+    from wsgate.core.context import Context
+
+    hints = typing.get_type_hints(method, localns={"Context": Context}, include_extras=True)
+    return hints.get("return", NOT_ANNOTATED)
