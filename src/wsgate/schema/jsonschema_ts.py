@@ -122,6 +122,8 @@ class Converter:
         tuple_items = schema.get("prefixItems", items if isinstance(items, list) else None)
         if isinstance(tuple_items, list):
             rest = schema.get("additionalItems") if isinstance(items, list) else items
+            if rest is None and schema.get("maxItems") != len(tuple_items):
+                rest = {}  # unconstrained beyond the listed items, as JSON Schema says
             members = [self.convert(s, indent) for s in tuple_items]
             if rest is not None and rest is not False:
                 members.append("..." + _array_of(self.convert(rest, indent)))
