@@ -340,3 +340,25 @@ async def test_replies_and_pushes_of_the_demo_match_its_document(
         async with client.websocket(token=client.token("erin", ttl=1)) as erin:
             expired = await erin.next_event("auth:expired", timeout=5)
             check(push_schema(doc, "root", "auth:expired"), expired)
+
+
+def test_the_readme_example_is_described(node_modules: Path, tmp_path: Path) -> None:
+    """The README's gateway, as a user copies it, gives a valid document with its push."""
+    readme = (TESTS.parent / "README.md").read_text()
+    section = readme.split("## Your own gateway", 1)[1]
+    source = section.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "readme_app.py").write_text(source)
+    result = subprocess.run(
+        [sys.executable, "-m", "wsgate", "asyncapi", "readme_app:app"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**ENV, "WSGATE_JWT_SECRET": "readme-secret-long-enough-0123456789abcdef"},
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert_valid(node_modules, document)
+    assert push_schema(document, "root", "announcement") == {"$ref": "#/components/schemas/Echo"}
+    assert operation(document, "root", "receive", "admin:broadcast")["x-wsgate-roles"] == ["admin"]
