@@ -362,3 +362,17 @@ def test_the_readme_example_is_described(node_modules: Path, tmp_path: Path) -> 
     assert_valid(node_modules, document)
     assert push_schema(document, "root", "announcement") == {"$ref": "#/components/schemas/Echo"}
     assert operation(document, "root", "receive", "admin:broadcast")["x-wsgate-roles"] == ["admin"]
+
+
+def test_an_unresolvable_return_annotation_leaves_the_ack_undocumented() -> None:
+    """A name imported only for type checkers must not stop the App from starting."""
+    from wsgate import Context, Gateway, subscribe
+    from wsgate.schema import asyncapi_document
+
+    class Lazy(Gateway):
+        @subscribe("status")
+        async def status(self, ctx: Context) -> OnlyForTypeCheckers:  # type: ignore[name-defined]  # noqa: F821
+            return {"ok": True}
+
+    document = asyncapi_document(App([Lazy()], Settings(jwt_secret="x" * 40)))
+    assert ack_schema(document, "root", "status") == {}

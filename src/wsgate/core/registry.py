@@ -150,9 +150,14 @@ def return_annotation(method: Callable[..., Any]) -> Any:
     """The handler's resolved return annotation, or ``NOT_ANNOTATED``.
 
     Only documents and typed clients read it; the ack itself is whatever the
-    handler returns, serialized as it is.
+    handler returns, serialized as it is. So an annotation that cannot be
+    resolved (a name imported only under ``TYPE_CHECKING``) leaves the ack
+    undocumented rather than stopping the App from starting.
     """
     from wsgate.core.context import Context
 
-    hints = typing.get_type_hints(method, localns={"Context": Context}, include_extras=True)
+    try:
+        hints = typing.get_type_hints(method, localns={"Context": Context}, include_extras=True)
+    except (NameError, TypeError):
+        return NOT_ANNOTATED
     return hints.get("return", NOT_ANNOTATED)
