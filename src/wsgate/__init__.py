@@ -31,6 +31,7 @@ from wsgate.core.metadata import (
     use_filters,
     use_guards,
 )
+from wsgate.core.pushes import emits
 from wsgate.core.server import Server
 from wsgate.errors import (
     BadRequest,
@@ -104,6 +105,7 @@ __all__ = [
     "WsgateError",
     "__version__",
     "configure_logging",
+    "emits",
     "public",
     "roles",
     "run",

@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -28,9 +29,11 @@ from wsgate.core.dependencies import DependencyOverrides, name_of
 from wsgate.core.gateway import Gateway
 from wsgate.core.handshake import served_of
 from wsgate.core.interceptors import Interceptor
+from wsgate.core.registry import NamespaceSpec
 from wsgate.core.server import Server
 from wsgate.errors import StartupError
 from wsgate.metrics import Metrics
+from wsgate.schema.asyncapi import asyncapi_json
 from wsgate.security.jwt import TokenIssuer
 from wsgate.settings import Settings
 from wsgate.stores.revocation import RevocationStore
@@ -83,12 +86,18 @@ class App:
         self._on_shutdown = tuple(on_shutdown)
         self._started: list[Gateway] = []
         self._stopped = False
+        own_routes = [
+            Route("/healthz", _healthz, methods=["GET"]),
+            Route("/metrics", self._metrics_endpoint, methods=["GET"]),
+        ]
+        if self.settings.asyncapi_path:
+            # Built now, so a body or ack type that cannot be described fails at start-up.
+            self._asyncapi = asyncapi_json(self)
+            own_routes.append(
+                Route(self.settings.asyncapi_path, self._asyncapi_endpoint, methods=["GET"])
+            )
         self.http = Starlette(
-            routes=[
-                Route("/healthz", _healthz, methods=["GET"]),
-                Route("/metrics", self._metrics_endpoint, methods=["GET"]),
-                *routes,
-            ],
+            routes=[*own_routes, *routes],
             middleware=[
                 Middleware(
                     _PolicyCORSMiddleware,  # type: ignore[arg-type]  # starlette's stub is too narrow
@@ -113,6 +122,14 @@ class App:
     def verifier(self) -> Verifier:
         """The token verifier connections are judged by."""
         return self._parts.verifier
+
+    @property
+    def namespaces(self) -> Mapping[str, NamespaceSpec]:
+        """What the App serves, by namespace: events, bodies, acks, roles, pushes (read-only).
+
+        Read by :mod:`wsgate.schema` to generate the AsyncAPI document and typed clients.
+        """
+        return MappingProxyType(self._parts.runtime.registry)
 
     @property
     def metrics(self) -> Metrics:
@@ -216,6 +233,10 @@ class App:
 
     async def _metrics_endpoint(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=self.metrics.content_type)
+
+    async def _asyncapi_endpoint(self, request: Request) -> Response:
+        """The AsyncAPI document of the gateways (``asyncapi_path``; off by default)."""
+        return Response(self._asyncapi, media_type="application/json")
 
     # -- lifespan ------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The ``wsgate`` command: ``demo``, ``serve``, ``token``, ``users add`` and ``revoke``.
+"""The ``wsgate`` command: ``demo``, ``serve``, ``token``, ``users add``, ``revoke``, ``asyncapi``
+and ``typescript``.
 
 Every settings field is a flag of the same name (``jwt_secret`` ->
 ``--jwt-secret``); a flag wins over its ``WSGATE_*`` environment variable
@@ -121,6 +122,68 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_app(args: argparse.Namespace) -> App:
+    """The App named by ``MODULE:APP``, or with ``--demo`` the demo's gateways.
+
+    The demo App is built from its gateways and a throw-away key only: no
+    database is opened or written, nothing is served.
+    """
+    if args.demo == bool(args.target):
+        raise ConfigurationError("name an App as MODULE:APP, or pass --demo (one of the two)")
+    if args.demo:
+        from wsgate.demo.gateways import Admin, Chat
+
+        settings = DemoSettings(jwt_secret=SecretStr(secrets.token_urlsafe(48)))
+        return App([Chat(), Admin()], settings)
+    module_name, _, attr = args.target.partition(":")
+    if not module_name or not attr:
+        raise ConfigurationError(
+            f"expected MODULE:APP, e.g. myproject.realtime:app, not {args.target!r}"
+        )
+    sys.path.insert(0, ".")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise  # the module exists and failed to import: its traceback helps
+        raise ConfigurationError(f"no module named {module_name!r}") from None
+    app = getattr(module, attr, None)
+    if not isinstance(app, App):
+        raise ConfigurationError(f"{args.target} is not a wsgate App")
+    return app
+
+
+def write_output(args: argparse.Namespace, text: str) -> None:
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_asyncapi(args: argparse.Namespace) -> int:
+    from wsgate.schema import asyncapi_document
+
+    app = load_app(args)
+    title = args.title or ("wsgate demo" if args.demo else args.target)
+    document = asyncapi_document(app, title=title, version=args.api_version, host=args.server_host)
+    if args.yaml:
+        # PyYAML comes with uvicorn[standard]; imported by name as it ships no type stubs.
+        yaml: Any = importlib.import_module("yaml")
+        text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+    else:
+        text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    write_output(args, text)
+    return 0
+
+
+def cmd_typescript(args: argparse.Namespace) -> int:
+    from wsgate.schema import typescript_declarations
+
+    write_output(args, typescript_declarations(load_app(args)))
+    return 0
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     settings = settings_from(args, Settings)
     issuer = wsgate.token_issuer(settings)
@@ -233,7 +296,31 @@ def build_parser() -> argparse.ArgumentParser:
         model=DemoSettings,
     )
     revoke.set_defaults(func=cmd_revoke)
+
+    asyncapi = commands.add_parser(
+        "asyncapi", help="print the AsyncAPI 3.0 document of an App's gateways (JSON)"
+    )
+    add_target(asyncapi)
+    asyncapi.add_argument("--yaml", action="store_true", help="YAML instead of JSON")
+    asyncapi.add_argument("--title", help="info.title (default: MODULE:APP)")
+    asyncapi.add_argument("--api-version", default="0.0.0", help="info.version (default 0.0.0)")
+    asyncapi.add_argument(
+        "--server-host", help="host[:port] clients connect to (default: the settings' host:port)"
+    )
+    asyncapi.set_defaults(func=cmd_asyncapi)
+
+    typescript = commands.add_parser(
+        "typescript", help="write TypeScript declarations for socket.io-client clients"
+    )
+    add_target(typescript)
+    typescript.set_defaults(func=cmd_typescript)
     return parser
+
+
+def add_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", nargs="?", metavar="MODULE:APP", help="the App to describe")
+    parser.add_argument("--demo", action="store_true", help="describe the demo app instead")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

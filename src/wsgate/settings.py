@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         description="key of the sub hash in tracing spans (default: derived from jwt_secret)",
     )
     """Given as ``str`` or ``SecretStr``; always held as a ``SecretStr`` (never in a repr)."""
+    asyncapi_path: str | None = Field(
+        default=None,
+        pattern=r"^/[^?#]*$",
+        description="serve the AsyncAPI document of the gateways at this path (off when unset)",
+    )
     log_format: Literal["text", "json"] = Field(default="text", description="log line format")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="log level of wsgate's loggers"

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -24,6 +24,10 @@ from wsgate.core.dependencies import NO_BODY, Declared, Injector, Plan, declare,
 from wsgate.core.gateway import Gateway
 from wsgate.core.interceptors import INTERCEPTORS_ATTR, Interceptor, check_interceptor
 from wsgate.core.metadata import ExceptionFilter, Guard
+from wsgate.core.pushes import PushSpec, declared_pushes
+
+NOT_ANNOTATED: Any = inspect.Signature.empty
+"""``HandlerSpec.returns`` of a handler without a return annotation (its ack is undocumented)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,8 @@ class HandlerSpec:
     plan: Plan | None = None
     """Guards, then interceptors, then the handler, with what each needs injected; ``None``
     when there is nothing to inject and no interceptor (the plain, fastest path)."""
+    returns: Any = NOT_ANNOTATED
+    """The handler's return annotation: the type of its ack, for documents and typed clients."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,8 @@ class NamespaceSpec:
     """The connect guards, then ``on_connect``, when one of them takes dependencies."""
     disconnect_plan: Plan | None = None
     """``on_disconnect``, when it takes dependencies."""
+    pushes: Mapping[str, PushSpec] = field(default_factory=dict)
+    """The events the gateway declares it pushes (``@emits``), by name."""
 
 
 def build_registry(
@@ -136,6 +144,7 @@ def _namespace_spec(
             filters=tuple(metadata.read(member, metadata.FILTERS_ATTR, ())) + tuple(class_filters),
             interceptors=interceptors,
             plan=plan,
+            returns=return_annotation(member),
         )
     connect_guards = tuple(metadata.read(cls, metadata.GUARDS_ATTR, ()))
     return NamespaceSpec(
@@ -161,6 +170,7 @@ def _namespace_spec(
             cls,
             [declare(gateway.on_disconnect, fixed=2, what=f"{cls.__name__}.on_disconnect")[0]],
         ),
+        pushes=declared_pushes(cls),
     )
 
 
@@ -191,3 +201,20 @@ def _override(method: object, cls: type, attr: str, default: Any) -> Any:
     if value is not None:
         return value
     return metadata.read(cls, attr, default)
+
+
+def return_annotation(method: Callable[..., Any]) -> Any:
+    """The handler's resolved return annotation, or ``NOT_ANNOTATED``.
+
+    Only documents and typed clients read it; the ack itself is whatever the
+    handler returns, serialized as it is. So an annotation that cannot be
+    resolved (a name imported only under ``TYPE_CHECKING``) leaves the ack
+    undocumented rather than stopping the App from starting.
+    """
+    from wsgate.core.context import Context
+
+    try:
+        hints = typing.get_type_hints(method, localns={"Context": Context}, include_extras=True)
+    except (NameError, TypeError):
+        return NOT_ANNOTATED
+    return hints.get("return", NOT_ANNOTATED)

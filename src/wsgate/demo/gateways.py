@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from typing_extensions import TypedDict  # pydantic describes typing's only from Python 3.12
 
-from wsgate import Context, Forbidden, Gateway, public, roles, subscribe
+from wsgate import Context, Forbidden, Gateway, emits, public, roles, subscribe
 
 RoomName = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
@@ -33,6 +34,28 @@ class SayBody(Body):
     text: Text
 
 
+class Whoami(TypedDict):
+    sub: str
+    roles: list[str]
+
+
+class Delivered(TypedDict):
+    delivered: bool
+
+
+class Joined(TypedDict):
+    room: str
+
+
+class Announcement(TypedDict):
+    text: str
+
+
+# "from" is a Python keyword, hence the functional form.
+Message = TypedDict("Message", {"room": str, "from": str, "text": str})
+
+
+@emits("announcement", Announcement, description="An admin's announcement, to every socket.")
 class Basics(Gateway):
     """What both demo namespaces answer; subclasses choose the namespace."""
 
@@ -42,18 +65,20 @@ class Basics(Gateway):
         return "pong"
 
     @subscribe("whoami")
-    async def whoami(self, ctx: Context) -> dict[str, Any]:
+    async def whoami(self, ctx: Context) -> Whoami:
         return {"sub": ctx.sub, "roles": sorted(ctx.roles)}
 
     @roles("admin")
     @subscribe("admin:broadcast")
-    async def broadcast(self, ctx: Context, body: TextBody) -> dict[str, bool]:
+    async def broadcast(self, ctx: Context, body: TextBody) -> Delivered:
         """An announcement reaches every socket of ``/`` and of ``/admin``."""
         for namespace in ("/", "/admin"):
-            await ctx.server.emit("announcement", {"text": body.text}, namespace=namespace)
+            announcement: Announcement = {"text": body.text}
+            await ctx.server.emit("announcement", announcement, namespace=namespace)
         return {"delivered": True}
 
 
+@emits("message", Message, description="A message said in a room this socket joined.")
 class Chat(Basics, namespace="/"):
     """Any holder of a valid token may chat."""
 
@@ -62,20 +87,20 @@ class Chat(Basics, namespace="/"):
         return body
 
     @subscribe("join")
-    async def join(self, ctx: Context, body: RoomBody) -> dict[str, str]:
+    async def join(self, ctx: Context, body: RoomBody) -> Joined:
         await ctx.join(body.room)
         return {"room": body.room}
 
     @subscribe("leave")
-    async def leave(self, ctx: Context, body: RoomBody) -> dict[str, str]:
+    async def leave(self, ctx: Context, body: RoomBody) -> Joined:
         await ctx.leave(body.room)
         return {"room": body.room}
 
     @subscribe("say")
-    async def say(self, ctx: Context, body: SayBody) -> dict[str, bool]:
+    async def say(self, ctx: Context, body: SayBody) -> Delivered:
         if body.room not in ctx.rooms:
             raise Forbidden("Join the room first")
-        message = {"room": body.room, "from": ctx.sub, "text": body.text}
+        message: Message = {"room": body.room, "from": ctx.sub, "text": body.text}
         await ctx.emit_to_room(body.room, "message", message)
         return {"delivered": True}
 
