@@ -13,7 +13,7 @@ SRC = Path(wsgate.__file__).parent
 
 
 def wsgate_imports(path: Path) -> list[str]:
-    """Every ``wsgate...`` module ``path`` imports (absolute imports; the package uses only those)."""
+    """Every ``wsgate...`` module ``path`` imports (absolute imports, the only kind used)."""
     tree = ast.parse(path.read_text(), str(path))
     found: list[str] = []
     for node in ast.walk(tree):
