@@ -5,6 +5,8 @@
     python3 dev.py test         # install into .venv (with test extras), then lint, type-check, test
     python3 dev.py test-lowest  # the tests again, every runtime dependency at its lowest allowed
     python3 dev.py bench        # install, then bench/run.py (pass --quick etc.; needs Node.js + npm)
+    python3 dev.py docs         # install, then serve the docs site on http://127.0.0.1:8001/
+                                # (`python3 dev.py docs build` writes it to site/)
 
 A stamp file holding a hash of pyproject.toml skips reinstalling when nothing
 changed, so both commands are fast the second time.
@@ -96,9 +98,11 @@ def demo(args: list[str]) -> None:
 
 def test(args: list[str]) -> None:
     ensure_installed("test")
-    run(PYTHON, "-m", "ruff", "check", "src", "tests", "bench", "examples")
-    run(PYTHON, "-m", "ruff", "format", "--check", "src", "tests", "bench", "examples")
+    linted = ("src", "tests", "bench", "examples", "docs/plugins")
+    run(PYTHON, "-m", "ruff", "check", *linted)
+    run(PYTHON, "-m", "ruff", "format", "--check", *linted)
     run(PYTHON, "-m", "mypy", "src")
+    run(PYTHON, "-m", "mypy", "--strict", "docs/plugins")
     run(PYTHON, "-m", "pytest", *(args or ["-q"]))
 
 
@@ -115,8 +119,24 @@ def bench(args: list[str]) -> None:
     run(PYTHON, "bench/run.py", *args)
 
 
+def docs(args: list[str]) -> None:
+    """The documentation site (mkdocs.yml): served with live reload, or built with ``build``."""
+    ensure_installed("docs")
+    os.environ.setdefault("NO_MKDOCS_2_WARNING", "1")  # Material's banner about MkDocs 2.0
+    if args[:1] == ["build"]:
+        run(PYTHON, "-m", "mkdocs", "build", "--strict", *args[1:])
+    else:
+        run(PYTHON, "-m", "mkdocs", "serve", "--dev-addr", "127.0.0.1:8001", *args)
+
+
 def main() -> None:
-    commands = {"demo": demo, "test": test, "test-lowest": test_lowest, "bench": bench}
+    commands = {
+        "demo": demo,
+        "test": test,
+        "test-lowest": test_lowest,
+        "bench": bench,
+        "docs": docs,
+    }
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     try:

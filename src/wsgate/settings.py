@@ -36,9 +36,12 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on")
 
     jwt_secret: SecretStr | str | None = Field(default=None, description="HMAC key (HS256/384/512)")
-    """Given as ``str`` or ``SecretStr``; always held as a ``SecretStr`` (never in a repr)."""
+    """HMAC key (HS256/384/512).
+
+    Given as ``str`` or ``SecretStr``; always held as a ``SecretStr`` (never in a repr).
+    """
     jwt_public_key_file: Path | None = Field(
-        default=None, description="PEM public key for RS*/PS*/ES*/EdDSA verification"
+        default=None, description="PEM public key for the RS, PS, ES and EdDSA algorithms"
     )
     jwt_private_key_file: Path | None = Field(
         default=None, description="PEM private key that signs tokens (asymmetric mode)"
@@ -90,7 +93,10 @@ class Settings(BaseSettings):
         default=None,
         description="key of the sub hash in tracing spans (default: derived from jwt_secret)",
     )
-    """Given as ``str`` or ``SecretStr``; always held as a ``SecretStr`` (never in a repr)."""
+    """key of the sub hash in tracing spans (default: derived from jwt_secret).
+
+    Given as ``str`` or ``SecretStr``; always held as a ``SecretStr`` (never in a repr).
+    """
     asyncapi_path: str | None = Field(
         default=None,
         pattern=r"^/[^?#]*$",
@@ -101,9 +107,10 @@ class Settings(BaseSettings):
         default="info", description="log level of wsgate's loggers"
     )
 
-    _split = field_validator("jwt_algorithms", "allowed_origins", "trusted_proxies", mode="before")(
-        _split_commas
-    )
+    @field_validator("jwt_algorithms", "allowed_origins", "trusted_proxies", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return _split_commas(value)
 
     @field_validator("jwt_secret", "trace_sub_key", mode="after")
     @classmethod
