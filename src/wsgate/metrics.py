@@ -6,10 +6,19 @@ applications run several Apps in one process without name clashes.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+def _running_tasks() -> float:
+    """Tasks of the running event loop; 0 when read outside one."""
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:
+        return 0.0
 
 
 class Metrics:
@@ -85,9 +94,15 @@ class Metrics:
         )
         self.pending_handshakes = Gauge(
             "wsgate_pending_handshakes",
-            "Handshakes being verified right now",
+            "Handshakes in flight right now (verifying, or waiting for their auth or CONNECT)",
             registry=self.registry,
         )
+        self.tasks = Gauge(
+            "wsgate_tasks",
+            "asyncio tasks of the event loop serving /metrics (a leak shows as growth)",
+            registry=self.registry,
+        )
+        self.tasks.set_function(_running_tasks)
 
         # Labelled children of the per-event metrics, looked up once per label
         # set: ``labels()`` validates and locks on every call, and these two
