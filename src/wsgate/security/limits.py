@@ -15,7 +15,6 @@ when ``redis_url`` is set.
 
 from __future__ import annotations
 
-import bisect
 import math
 import time
 from collections import Counter
@@ -28,58 +27,80 @@ BURST_FACTOR = 2
 class EventRateLimiter:
     """``rate`` events per second per connection, with a burst of twice that.
 
-    A moving window of ``2 * rate`` events over 2 seconds: an event is
-    allowed when fewer than ``2 * rate`` events of the same connection were
-    allowed in the 2 seconds before it, so a quiet client may send a burst
-    of ``2 * rate`` at once and no client sustains more than ``rate`` per
-    second. Refused events are not counted.
+    A token bucket in its GCRA form (the Generic Cell Rate Algorithm of ATM
+    networks, ITU-T I.371): each connection keeps one number, its
+    *theoretical arrival time* (TAT), the instant its bucket would be full
+    again. An event at ``now`` is allowed when ``TAT - now`` plus the
+    event's own cost stays within the burst, and then pushes the TAT one
+    emission interval (``1 / rate``) later. So "50/s, burst 100" means what
+    it says: a quiet client may send 100 events at once, and right after
+    that burst capacity comes back at 50 per second (one event every 20 ms),
+    not after the whole burst has aged out of a window. Refused events do
+    not move the TAT, so a flood that is refused costs its sender nothing
+    more than waiting.
 
-    Written here rather than taken from the ``limits`` library, which this
-    class used until issue 5's profile (its ``MovingWindowRateLimiter``, the
-    same rule): its in-memory storage starts a new OS thread every 10 ms
-    while events arrive, and each one walks every connection's window under
-    per-key locks, competing with the event loop for the GIL; its asyncio
-    storage sends every key to a worker thread instead. Both made the check,
-    on every event, several microseconds plus that background churn. This is
-    the same rule on a sorted list of timestamps per connection, pruned as
-    it is read: a ``bisect`` and an ``append`` per event, no thread, no
-    timer, and memory only for connections that sent events recently
-    (:meth:`forget` drops a closed connection's list).
+    It replaced (issue 11) a moving window of ``2 * rate`` timestamps per
+    connection, which refused a client for a full 2 s after a burst and held
+    up to ``2 * rate`` floats per connection. Before that the ``limits``
+    library was used (its in-memory storage starts an OS thread every 10 ms
+    while events arrive; its asyncio storage sends every key to a worker
+    thread): both cost several microseconds per event plus background churn.
+    GCRA is a few integer operations and one dict entry per connection,
+    which is why it is written here rather than taken from a library.
+
+    Time is counted in integer nanoseconds (``time.monotonic_ns``) so the
+    arithmetic is exact: a float sum of a hundred 0.02 s intervals is not
+    exactly 2.0, and a float bucket would let a burst of 100 through as 99.
     """
 
-    __slots__ = ("_amount", "_hits", "_window")
+    __slots__ = ("_burst", "_interval", "_limit", "_tat")
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, burst: int | None = None) -> None:
         if not (math.isfinite(rate) and rate > 0):
             raise ValueError("rate must be a positive number of events per second")
-        self._amount = max(1, round(rate * BURST_FACTOR))
-        self._window = float(BURST_FACTOR)
-        self._hits: dict[str, list[float]] = {}
+        if burst is None:
+            burst = max(1, round(rate * BURST_FACTOR))
+        if burst < 1:
+            raise ValueError("burst must be at least 1")
+        self._burst = burst
+        # One event's cost; at least 1 ns so an absurd rate cannot make it free.
+        self._interval = max(1, round(1_000_000_000 / rate))
+        # How far ahead of now a connection's TAT may run: the whole bucket.
+        self._limit = burst * self._interval
+        self._tat: dict[str, int] = {}
+
+    @property
+    def burst(self) -> int:
+        """Events a quiet connection may send at once."""
+        return self._burst
+
+    @property
+    def interval_ns(self) -> int:
+        """Nanoseconds after which one more event is allowed (``1 / rate``)."""
+        return self._interval
 
     def allow(self, conn_id: str) -> bool:
         """Count one event of ``conn_id``; False when it is over the limit (and not counted)."""
-        now = time.monotonic()
-        hits = self._hits.get(conn_id)
-        if hits is None:
-            self._hits[conn_id] = [now]
-            return True
-        # Timestamps older than the window no longer count (limits' rule:
-        # an entry counts while ``entry >= now - window``).
-        expired = bisect.bisect_left(hits, now - self._window)
-        if expired:
-            del hits[:expired]
-        if len(hits) >= self._amount:
+        return self.allow_at(conn_id, time.monotonic_ns())
+
+    def allow_at(self, conn_id: str, now_ns: int) -> bool:
+        """:meth:`allow` at a given instant of the monotonic clock (tests drive the clock)."""
+        tat = self._tat.get(conn_id, now_ns)
+        if tat < now_ns:
+            tat = now_ns  # a bucket does not fill past full
+        new_tat = tat + self._interval
+        if new_tat - now_ns > self._limit:
             return False
-        hits.append(now)
+        self._tat[conn_id] = new_tat
         return True
 
     def tracked(self) -> int:
-        """How many connections hold a window (memory must follow live connections)."""
-        return len(self._hits)
+        """How many connections hold a TAT (memory must follow live connections)."""
+        return len(self._tat)
 
     def forget(self, conn_id: str) -> None:
-        """Drop a closed connection's window, so memory follows live connections only."""
-        self._hits.pop(conn_id, None)
+        """Drop a closed connection's TAT, so memory follows live connections only."""
+        self._tat.pop(conn_id, None)
 
 
 class ConnectionCounter:

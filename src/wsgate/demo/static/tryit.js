@@ -55,7 +55,7 @@ const attacks = {
     if (limited.length === 0) return failed("all " + accepted + " of " + count + " events accepted");
     return stopped(
       describe(limited[0].error) + " \u2014 " + accepted + " of " + count + " events accepted, " +
-      limited.length + " refused (the burst is " + Math.round(rate * 2) + " events in 2 s)",
+      limited.length + " refused (the burst is " + Math.round(rate * 2) + " events, refilled at " + rate + "/s)",
     );
   },
 
