@@ -69,7 +69,7 @@ def test_transports_see_only_the_core_port(path: Path) -> None:
 
 @pytest.mark.parametrize("path", [*files("demo"), SRC / "cli.py"], ids=lambda p: p.name)
 def test_demo_and_cli_use_only_the_public_api(path: Path) -> None:
-    allowed = {"wsgate", "wsgate.schema", "wsgate.stores", "wsgate.testing"}
+    allowed = {"wsgate", "wsgate.check", "wsgate.schema", "wsgate.stores", "wsgate.testing"}
     outside = [
         m for m in wsgate_imports(path) if m not in allowed and not m.startswith("wsgate.demo")
     ]

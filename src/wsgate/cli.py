@@ -1,5 +1,5 @@
-"""The ``wsgate`` command: ``demo``, ``serve``, ``token``, ``users add``, ``revoke``, ``asyncapi``
-and ``typescript``.
+"""The ``wsgate`` command: ``demo``, ``serve``, ``token``, ``users add``, ``revoke``, ``asyncapi``,
+``typescript`` and ``check``.
 
 Every settings field is a flag of the same name (``jwt_secret`` ->
 ``--jwt-secret``); a flag wins over its ``WSGATE_*`` environment variable
@@ -236,6 +236,37 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Audit the settings ``serve``/``demo`` would read (or a named App's); exit 1 on danger."""
+    import os
+
+    from wsgate import check
+
+    env_file: dict[str, str | None] = {}
+    if args.env_file:
+        from dotenv import dotenv_values  # comes with uvicorn[standard]
+
+        env_file = dict(dotenv_values(args.env_file))
+    flags = {n: getattr(args, n) for n in DemoSettings.model_fields if getattr(args, n) is not None}
+    findings = check.unknown_variables({**env_file, **os.environ}, DemoSettings)
+    settings: Settings | None = None
+    if args.target:
+        try:
+            settings = load_app(args).settings
+        except Exception as exc:  # a finding, never a traceback: the App would not start
+            findings.append(check.refused_app(args.target, exc))
+    else:
+        settings, invalid = check.load_settings(DemoSettings, flags, env_file)
+        findings += invalid
+    if settings is not None:
+        cookies = settings.secure_cookies if isinstance(settings, DemoSettings) else None
+        findings += asyncio.run(
+            check.audit(settings, secure_cookies=cookies, public_url=args.public_url)
+        )
+    print(check.findings_json(findings) if args.json else check.findings_text(findings), end="")
+    return check.exit_code(findings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wsgate", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -314,6 +345,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_target(typescript)
     typescript.set_defaults(func=cmd_typescript)
+
+    audit = commands.add_parser(
+        "check", help="audit the effective settings; exit 1 on a dangerous one"
+    )
+    audit.add_argument(
+        "target", nargs="?", metavar="MODULE:APP", help="audit this App's settings, not the env's"
+    )
+    audit.add_argument("--json", action="store_true", help='print {"findings": [...]}')
+    audit.add_argument("--env-file", metavar="FILE", help="read WSGATE_* from FILE too (.env)")
+    audit.add_argument("--public-url", help="the URL users reach (https behind a TLS proxy)")
+    audit.set_defaults(demo=False)
+    add_settings_flags(audit, model=DemoSettings)
+    audit.set_defaults(func=cmd_check)
     return parser
 
 
