@@ -141,6 +141,11 @@ DANGEROUS: dict[str, tuple[dict[str, str], str, str]] = {
         "medium",
     ),
     "/metrics on every interface": ({"WSGATE_HOST": "0.0.0.0"}, "metrics.open", "high"),
+    "every address trusted as a proxy": (
+        {"WSGATE_TRUSTED_PROXIES": "10.0.0.1,*"},
+        "proxies.trust-all",
+        "high",
+    ),
     "no key at all": ({"WSGATE_JWT_SECRET": ""}, "startup.refused", "critical"),
     "'*' as an origin": ({"WSGATE_ALLOWED_ORIGINS": "*"}, "startup.refused", "critical"),
     "the none algorithm": ({"WSGATE_JWT_ALGORITHMS": "none"}, "settings.invalid", "critical"),
@@ -229,6 +234,23 @@ def test_a_misspelt_variable_is_advice_only() -> None:
     assert code == 0
     assert [(f["id"], f["severity"]) for f in found] == [("settings.unknown-variable", "low")]
     assert "WSGATE_ALLOWED_ORIGIN " in found[0]["message"]
+
+
+def test_a_remote_redis_without_tls_is_advice() -> None:
+    """Pure: no Redis is asked (``audit_settings`` does no I/O)."""
+    from wsgate import Settings
+    from wsgate.check import audit_settings, exit_code
+
+    remote = audit_settings(Settings(jwt_secret=SECRET, redis_url="redis://10.1.2.3:6379/0"))
+    assert [(f.id, f.severity) for f in remote] == [("redis.cleartext", "low")]
+    assert exit_code(remote) == 0
+    for url in ("rediss://10.1.2.3:6380/0", "redis://127.0.0.1:6379/0", "redis://localhost"):
+        assert audit_settings(Settings(jwt_secret=SECRET, redis_url=url)) == []
+
+
+def test_a_missing_env_file_is_a_usage_error(tmp_path: Path) -> None:
+    result = wsgate_check("--env-file", str(tmp_path / "nope.env"))
+    assert result.returncode == 2 and "no such env file" in result.stderr
 
 
 def test_flags_and_an_env_file_are_read_as_the_server_reads_them(tmp_path: Path) -> None:

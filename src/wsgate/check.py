@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -148,6 +149,8 @@ def audit_settings(
     findings += _cookie_findings(settings, secure_cookies, public_url)
     findings += _limit_findings(settings)
     findings += _metrics_findings(settings)
+    findings += _proxy_findings(settings)
+    findings += _redis_findings(settings)
     return findings
 
 
@@ -289,6 +292,42 @@ def _metrics_findings(settings: Settings) -> list[Finding]:
             "that port: connection counts, refusal reasons and event names help an attacker",
             "listen on 127.0.0.1 behind a reverse proxy that does not forward /metrics, or "
             "firewall the port so only the scraper reaches it",
+        )
+    ]
+
+
+_EVERYONE = frozenset({"*", "0.0.0.0/0", "::/0"})
+
+
+def _proxy_findings(settings: Settings) -> list[Finding]:
+    if not _EVERYONE.intersection(settings.trusted_proxies):
+        return []
+    return [
+        Finding(
+            "proxies.trust-all",
+            Severity.HIGH,
+            "trusted_proxies trusts every address: any client sets X-Forwarded-For to any "
+            "address, so the per-address handshake cap and the addresses in the audit log "
+            "are whatever it says",
+            f"list only your proxies' addresses in {env_name('trusted_proxies')}",
+        )
+    ]
+
+
+def _redis_findings(settings: Settings) -> list[Finding]:
+    url = settings.redis_url
+    if not url or not url.startswith("redis://"):
+        return []
+    host = urlsplit(url).hostname or ""
+    if _is_loopback(host):
+        return []
+    return [
+        Finding(
+            "redis.cleartext",
+            Severity.LOW,
+            "redis_url reaches a remote Redis without TLS: room messages and revocations "
+            "cross the network in clear text",
+            "use a rediss:// URL (TLS), or keep Redis on a private network you trust",
         )
     ]
 

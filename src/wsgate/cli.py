@@ -246,6 +246,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.env_file:
         from dotenv import dotenv_values  # comes with uvicorn[standard]
 
+        if not os.path.isfile(args.env_file):
+            raise ConfigurationError(f"no such env file: {args.env_file}")
+
         env_file = dict(dotenv_values(args.env_file))
     flags = {n: getattr(args, n) for n in DemoSettings.model_fields if getattr(args, n) is not None}
     findings = check.unknown_variables({**env_file, **os.environ}, DemoSettings)
