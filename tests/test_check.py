@@ -358,3 +358,21 @@ def test_an_unreachable_redis_is_a_finding_within_seconds() -> None:
         env={"WSGATE_JWT_SECRET": SECRET, "WSGATE_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
     )
     assert code == 1 and ids(found) == {"revocation.redis-unreachable"}, found
+
+
+def test_a_redis_that_wants_a_password_is_asked_with_the_urls_and_never_quoted(
+    tmp_path: Path,
+) -> None:
+    password = "redis-pass-not-for-printing"
+    with redis_server(
+        tmp_path, "--save", "", "--appendonly", "no", "--requirepass", password
+    ) as url:
+        without = url
+        with_password = url.replace("redis://", f"redis://:{password}@")
+        code, found = findings(env={"WSGATE_JWT_SECRET": SECRET, "WSGATE_REDIS_URL": without})
+        assert code == 1 and ids(found) == {"revocation.redis-unreachable"}, found
+        result = wsgate_check(
+            "--json", env={"WSGATE_JWT_SECRET": SECRET, "WSGATE_REDIS_URL": with_password}
+        )
+    assert ids(json.loads(result.stdout)["findings"]) == {"revocation.redis-not-persistent"}
+    assert password not in result.stdout + result.stderr

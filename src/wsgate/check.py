@@ -421,7 +421,7 @@ async def probe_startup(settings: Settings) -> list[Finding]:
         app = App([_Probe()], settings)
     except ConfigurationError as exc:
         return [_refused(str(exc))]
-    except (ValueError, TypeError, OSError) as exc:
+    except Exception as exc:  # a finding, never a traceback; the text may quote a value
         return [_refused(f"{type(exc).__name__} while building the App")]
     await app.aclose()
     return []
@@ -477,7 +477,7 @@ async def probe_redis(url: str, wait: float = REDIS_TIMEOUT) -> list[Finding]:
                 "revocation.redis-unreachable" if unreachable else "revocation.redis-unknown",
                 Severity.HIGH if unreachable else Severity.MEDIUM,
                 (
-                    f"the Redis of redis_url did not answer within {wait:g} s "
+                    f"the Redis of redis_url could not be reached or asked within {wait:g} s "
                     f"({type(exc).__name__}): the server would refuse every connection"
                     if unreachable
                     else "the Redis of redis_url refused CONFIG GET, so whether it keeps "
