@@ -151,14 +151,15 @@ def refused(reply: Any) -> bool:
 
 
 async def test_capacity_returns_at_the_rate_right_after_a_burst(transport: str) -> None:
-    """A 100-event burst empties the bucket; events paced at 40/s are then all accepted.
+    """A 100-event burst empties the bucket; 0.1 s later events are accepted again at 50/s.
 
     Nothing here is timed against the server: every bound follows from the
     bucket's rule and from when this client sent and received. After the
-    burst's last reply the bucket holds at least nothing; an event sent ``k``
-    pacing slots later (``asyncio.sleep`` only ever delays it further) finds
-    at least ``50 * k / 40`` events' worth of refill, so each is accepted on
-    a machine of any speed. The moving window refused them all for 2 s.
+    burst's last reply the bucket holds at least nothing, so after 0.12 s it
+    holds at least 6 events' worth; and an event sent ``k`` pacing slots
+    later (``asyncio.sleep`` only ever delays it further) finds at least
+    ``50 * k / 40`` events' worth of refill, so each is accepted on a machine
+    of any speed. The moving window refused them all for 2 s.
     """
     port = free_port()
     app = App([Chat()], settings_for(port, rate_limit=50))
@@ -171,7 +172,12 @@ async def test_capacity_returns_at_the_rate_right_after_a_burst(transport: str) 
             accepted = len(burst) - limited
             assert accepted >= 100 and all(r == "pong" for r in burst if not refused(r))
 
-            # Paced at 40/s for half a second, starting at once.
+            # 0.12 s later the bucket holds at least 6 events' worth: 5 at once all pass.
+            await asyncio.sleep(0.12)
+            soon = await asyncio.gather(*(client.call("ping", timeout=5) for _ in range(5)))
+            assert soon == ["pong"] * 5, soon
+
+            # Then paced at 40/s for half a second, starting at once.
             paced_start = time.monotonic()
             paced = []
             for k in range(1, 21):
@@ -185,6 +191,6 @@ async def test_capacity_returns_at_the_rate_right_after_a_burst(transport: str) 
             # refilled since the first event was sent (plus the burst).
             again = await asyncio.gather(*(client.call("ping", timeout=15) for _ in range(130)))
             elapsed = time.monotonic() - started
-            total = accepted + 20 + sum(not refused(r) for r in again)
+            total = accepted + 5 + 20 + sum(not refused(r) for r in again)
             assert total <= 100 + 50 * elapsed + 1, (total, elapsed)
             assert client.connected
