@@ -290,6 +290,11 @@ def test_an_apps_own_settings_are_audited(tmp_path: Path) -> None:
     env = {"WSGATE_JWT_SECRET": SECRET}
     code, found = findings("risky_app:app", env=env, cwd=tmp_path)
     assert (code, ids(found)) == (1, {"tokens.query-string", "metrics.open"})
+    # Flags win over the App's settings, as with `wsgate serve MODULE:APP --host ...`.
+    code, found = findings("risky_app:app", "--host", "127.0.0.1", env=env, cwd=tmp_path)
+    assert (code, ids(found)) == (1, {"tokens.query-string"})
+    code, found = findings("risky_app:app", "--port", "http", env=env, cwd=tmp_path)
+    assert (code, ids(found)) == (1, {"settings.invalid"})
     code, found = findings("broken_app:app", env=env, cwd=tmp_path)
     assert (code, ids(found)) == (1, {"startup.refused"})
     assert "at least 32 bytes" in found[0]["message"]

@@ -53,6 +53,7 @@ __all__ = [
     "probe_startup",
     "refused_app",
     "unknown_variables",
+    "with_flags",
 ]
 
 ENV_PREFIX = "WSGATE_"
@@ -357,6 +358,22 @@ def load_settings(
     given.update(overrides or {})
     try:
         return model(**given), []
+    except ValidationError as exc:
+        return None, invalid_settings(exc)
+
+
+def with_flags(settings: S, flags: Mapping[str, Any]) -> tuple[S | None, list[Finding]]:
+    """``settings`` (an App's own) with the command-line ``flags`` its model has, validated.
+
+    The flags win, as with ``wsgate serve MODULE:APP --port ...``; a value
+    the model refuses is a ``settings.invalid`` finding.
+    """
+    model = type(settings)
+    given = {name: value for name, value in flags.items() if name in model.model_fields}
+    if not given:
+        return settings, []
+    try:
+        return model(**{**settings.model_dump(), **given}), []
     except ValidationError as exc:
         return None, invalid_settings(exc)
 

@@ -248,14 +248,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
         if not os.path.isfile(args.env_file):
             raise ConfigurationError(f"no such env file: {args.env_file}")
-
         env_file = dict(dotenv_values(args.env_file))
     flags = {n: getattr(args, n) for n in DemoSettings.model_fields if getattr(args, n) is not None}
     findings = check.unknown_variables({**env_file, **os.environ}, DemoSettings)
     settings: Settings | None = None
     if args.target:
         try:
-            settings = load_app(args).settings
+            settings, invalid = check.with_flags(load_app(args).settings, flags)
+            findings += invalid
         except Exception as exc:  # a finding, never a traceback: the App would not start
             findings.append(check.refused_app(args.target, exc))
     else:
