@@ -2,6 +2,7 @@
 
 ``run(app, settings)`` adds what a plain ``uvicorn module:app`` lacks: the
 connect deadline at the TCP level (idle and half-sent requests are closed),
+bounded request heads, log lines without query values or credential headers,
 proxy headers believed only from ``trusted_proxies``, a tuned garbage
 collector, and a shutdown that closes live sockets with ``server_shutdown``
 (close 1001 on ``/ws``) before uvicorn drops them (uvicorn itself would
@@ -16,6 +17,7 @@ from typing import Any
 import uvicorn
 
 from wsgate.app import apps_within
+from wsgate.log_redaction import install_redaction
 from wsgate.settings import Settings
 from wsgate.transports.deadline import DEFAULT_CONNECT_TIMEOUT, uvicorn_http_protocol
 from wsgate.transports.request_head import HeadLimits
@@ -89,5 +91,6 @@ def run(app: Any, settings: Settings | None = None) -> None:
         server_header=False,
         timeout_graceful_shutdown=5,
     )
+    install_redaction()
     tune_gc()
     UvicornServer(config).run()
