@@ -7,8 +7,9 @@ import socket
 
 import pytest
 
-# wsgate.testing's fixture (wsgate_client), loaded as a user's conftest.py would.
-pytest_plugins = ["wsgate.testing.pytest_plugin"]
+# wsgate.testing's fixture (wsgate_client), loaded as a user's conftest.py would; and the
+# check that no token or sid issued in the run reaches any log record (tests/leakcheck.py).
+pytest_plugins = ["wsgate.testing.pytest_plugin", "leakcheck"]
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 

@@ -17,6 +17,7 @@ import httpx
 import jwt
 import uvicorn
 
+import leakcheck
 from wsgate import App, Settings
 from wsgate.demo.settings import DemoSettings
 from wsgate.serving import UvicornServer
@@ -158,7 +159,9 @@ async def wsgate_process(
     async def collect() -> None:
         assert proc.stdout is not None
         async for line in proc.stdout:
-            output.append(line.decode(errors="replace").rstrip("\n"))
+            text = line.decode(errors="replace").rstrip("\n")
+            leakcheck.observe(text, f"wsgate {args[0] if args else ''} output")
+            output.append(text)
 
     reader = asyncio.create_task(collect())
     url = f"http://127.0.0.1:{port}"

@@ -297,6 +297,10 @@ async def test_binary_frames_are_refused_as_data(demo_url: str) -> None:
         await authed(ws)
         await ws.send(json.dumps({"id": 1, "event": "ping"}).encode())
         frame = await recv_json(ws)
+        # Refused, and answered by the id it carries: the caller is not left waiting.
+        assert frame["id"] == 1 and frame["error"]["status"] == 400
+        await ws.send(b"\x00\xff")
+        frame = await recv_json(ws)
         assert frame["event"] == "exception" and frame["data"]["error"]["status"] == 400
         await ws.send(json.dumps({"id": 2, "event": "ping"}))
         assert await recv_json(ws) == {"id": 2, "data": "pong"}

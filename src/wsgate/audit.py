@@ -3,6 +3,14 @@
 The audit logger is a plain :mod:`logging` logger (``wsgate.audit``) so it
 goes wherever the application sends its logs. Fields are passed through
 ``extra`` and a token is never among them.
+
+Many fields are chosen by the client (a namespace, an origin, an event
+name), so the text line renders each value with
+:func:`wsgate.security.logsafe.field` (logfmt quoting): a value cannot end
+the line, start a fake field or carry a terminal escape, whatever logging
+configuration the application has. The formatter wsgate installs
+(:class:`TextFormatter`) also escapes what other loggers (uvicorn's access
+log: the request path) write.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ import sys
 import time
 from typing import Any
 
+from wsgate.security.logsafe import escape, field
+
 audit_logger = logging.getLogger("wsgate.audit")
 
 
@@ -21,7 +31,7 @@ def audit(action: str, *, level: int = logging.INFO, **fields: Any) -> None:
     data = {key: value for key, value in fields.items() if value is not None}
     if not audit_logger.isEnabledFor(level):
         return
-    text = " ".join(f"{key}={data[key]}" for key in data)
+    text = " ".join(f"{key}={field(data[key])}" for key in data)
     audit_logger.log(level, "%s %s", action, text, extra={"wsgate": {"action": action, **data}})
 
 
@@ -47,9 +57,42 @@ class JsonFormatter(logging.Formatter):
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT`` lines in which nothing a client sent can start a line or a terminal escape.
+
+    The message is escaped whole (:func:`~wsgate.security.logsafe.escape`):
+    a library that logs a client's path or header as it came (uvicorn's
+    access log decodes ``%0A`` in the path) cannot forge a line either. A
+    traceback keeps its lines, escaped and indented, so that every line that
+    starts at the margin is a real record.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # The record is shared with other handlers: escaped for this line only.
+        message = record.message
+        record.message = escape(message)
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.message = message
+
+    def formatException(self, ei: Any) -> str:
+        return _indent(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _indent(super().formatStack(stack_info))
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + escape(line) for line in text.splitlines())
+
+
 def _handler(fmt: str) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     return handler
 
 
@@ -84,4 +127,11 @@ def ensure_logging(level: str = "info", fmt: str = "text") -> bool:
     return True
 
 
-__all__ = ["JsonFormatter", "audit", "audit_logger", "configure_logging", "ensure_logging"]
+__all__ = [
+    "JsonFormatter",
+    "TextFormatter",
+    "audit",
+    "audit_logger",
+    "configure_logging",
+    "ensure_logging",
+]

@@ -92,6 +92,13 @@ class Metrics:
             ["limit"],
             registry=self.registry,
         )
+        self.malformed = Counter(
+            "wsgate_malformed",
+            "Messages that could not be parsed, before or after authentication (never logged"
+            " one by one: garbage must not become log lines)",
+            ["transport"],
+            registry=self.registry,
+        )
         self.pending_handshakes = Gauge(
             "wsgate_pending_handshakes",
             "Handshakes in flight right now (verifying, or waiting for their auth or CONNECT)",

@@ -2,6 +2,7 @@
 
 ``run(app, settings)`` adds what a plain ``uvicorn module:app`` lacks: the
 connect deadline at the TCP level (idle and half-sent requests are closed),
+bounded request heads, log lines without query values or credential headers,
 proxy headers believed only from ``trusted_proxies``, a tuned garbage
 collector, and a shutdown that closes live sockets with ``server_shutdown``
 (close 1001 on ``/ws``) before uvicorn drops them (uvicorn itself would
@@ -16,11 +17,19 @@ from typing import Any
 import uvicorn
 
 from wsgate.app import apps_within
+from wsgate.log_redaction import install_redaction
 from wsgate.settings import Settings
-from wsgate.transports.deadline import uvicorn_http_protocol
+from wsgate.transports.deadline import DEFAULT_CONNECT_TIMEOUT, uvicorn_http_protocol
+from wsgate.transports.request_head import HeadLimits
 
-__all__ = ["UvicornServer", "run", "tune_gc"]
+__all__ = ["HttpProtocol", "UvicornServer", "run", "tune_gc"]
 
+
+HttpProtocol = uvicorn_http_protocol(DEFAULT_CONNECT_TIMEOUT)
+"""uvicorn's HTTP protocol with wsgate's connect deadline and request head limits (defaults).
+
+For ``uvicorn module:app --http wsgate.serving:HttpProtocol`` (see docs/deployment.md).
+"""
 
 GC_GEN0_THRESHOLD = 50_000
 """Allocations between two young-generation collections when serving (CPython's default: 700)."""
@@ -71,7 +80,10 @@ def run(app: Any, settings: Settings | None = None) -> None:
         app,
         host=settings.host,
         port=settings.port,
-        http=uvicorn_http_protocol(settings.connect_timeout),
+        http=uvicorn_http_protocol(
+            settings.connect_timeout,
+            limits=HeadLimits(settings.max_header_bytes, settings.max_headers),
+        ),
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies) or None,
         ws_max_size=max(4 * settings.max_message_bytes, 1 << 20),
@@ -84,5 +96,6 @@ def run(app: Any, settings: Settings | None = None) -> None:
         server_header=False,
         timeout_graceful_shutdown=5,
     )
+    install_redaction()
     tune_gc()
     UvicornServer(config).run()

@@ -76,6 +76,18 @@ class Settings(BaseSettings):
     max_pending_handshakes_per_address: int = Field(
         default=100, ge=1, description="handshakes in flight from one client address (IPv6: /64)"
     )
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=8192,
+        le=1 << 20,
+        description="largest HTTP request head under wsgate serve/demo; larger: 431 and close",
+    )
+    max_headers: int = Field(
+        default=100,
+        ge=16,
+        le=1000,
+        description="most header fields in one HTTP request under wsgate serve/demo; more: 431",
+    )
     redis_url: str | None = Field(
         default=None, description="share fan-out, revocation and connection caps via Redis"
     )

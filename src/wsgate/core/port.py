@@ -187,6 +187,14 @@ class Port:
         """The 413 error object for a message of ``size`` bytes, counted and audited."""
         return self._runtime.dispatcher.oversize(connection, size)
 
+    def malformed(self, transport: str) -> None:
+        """Count one message that could not be parsed (a metric, not a log line).
+
+        Garbage costs an attacker nothing to send: logging each one (let
+        alone its traceback) would turn a flood into log volume and CPU.
+        """
+        self._runtime.metrics.malformed.labels(transport).inc()
+
     async def release(self, connection: Connection, reason: str) -> None:
         """The transport's connection is gone: the core forgets it (later calls are no-ops)."""
         await self._runtime.release(connection, reason)

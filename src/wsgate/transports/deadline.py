@@ -36,6 +36,13 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from wsgate.transports.request_head import (
+    DEFAULT_HEAD_LIMITS,
+    H11HeadLimits,
+    HeadLimits,
+    HttpToolsHeadLimits,
+)
+
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "H11DeadlineProtocol",
@@ -149,29 +156,41 @@ class HttpToolsDeadlineProtocol(_DeadlineLifecycle, HttpToolsProtocol):
             self._wsgate_deadline.arm()
 
 
-# uvicorn's protocol -> the same protocol with the deadline.
-_IMPLEMENTATIONS: tuple[tuple[type[asyncio.Protocol], type[asyncio.Protocol]], ...] = (
-    (HttpToolsProtocol, HttpToolsDeadlineProtocol),
-    (H11Protocol, H11DeadlineProtocol),
+# uvicorn's protocol -> the same protocol with the deadline, and with bounded request heads.
+_IMPLEMENTATIONS: tuple[
+    tuple[type[asyncio.Protocol], type[asyncio.Protocol], type[asyncio.Protocol]], ...
+] = (
+    (HttpToolsProtocol, HttpToolsDeadlineProtocol, HttpToolsHeadLimits),
+    (H11Protocol, H11DeadlineProtocol, H11HeadLimits),
 )
 
 
-def deadline_protocol(base: type[asyncio.Protocol], timeout: float) -> type[asyncio.Protocol]:
+def deadline_protocol(
+    base: type[asyncio.Protocol], timeout: float, limits: HeadLimits = DEFAULT_HEAD_LIMITS
+) -> type[asyncio.Protocol]:
     """``base`` (uvicorn's h11 or httptools protocol, or a subclass) with a ``timeout`` deadline.
 
-    Raises :class:`TypeError` for any other protocol (uvicorn's HTTP/2 ``zttp``
-    included) rather than serve without the deadline, and :class:`ValueError`
-    for a timeout that is not a positive number.
+    Request heads are bounded by ``limits`` too (see
+    :mod:`wsgate.transports.request_head`). Raises :class:`TypeError` for any
+    other protocol (uvicorn's HTTP/2 ``zttp`` included) rather than serve
+    without the deadline, and :class:`ValueError` for a timeout that is not a
+    positive number.
     """
     if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
         raise ValueError(f"connect timeout must be a positive number of seconds, not {timeout!r}")
-    for uvicorn_protocol, with_deadline in _IMPLEMENTATIONS:
+    for uvicorn_protocol, with_deadline, with_limits in _IMPLEMENTATIONS:
         if issubclass(base, uvicorn_protocol):
             # A subclass of uvicorn's protocol keeps its own overrides: the
-            # deadline class goes first in the MRO, the subclass after it.
+            # deadline and head-limit classes go first in the MRO, the subclass after.
             bases = (base,) if issubclass(base, with_deadline) else (with_deadline, base)
+            if not issubclass(base, with_limits):
+                bases = (with_limits, *bases)
             name = f"{base.__name__.removesuffix('Protocol')}DeadlineProtocol"
-            namespace = {"connect_timeout": float(timeout), "__module__": __name__}
+            namespace = {
+                "connect_timeout": float(timeout),
+                "head_limits": limits,
+                "__module__": __name__,
+            }
             return cast("type[asyncio.Protocol]", type(name, bases, namespace))
     raise TypeError(
         f"no connect deadline for {base.__module__}.{base.__qualname__}: "
@@ -180,12 +199,16 @@ def deadline_protocol(base: type[asyncio.Protocol], timeout: float) -> type[asyn
 
 
 def uvicorn_http_protocol(
-    timeout: float, http: Literal["auto", "h11", "httptools"] = "auto"
+    timeout: float,
+    http: Literal["auto", "h11", "httptools"] = "auto",
+    *,
+    limits: HeadLimits = DEFAULT_HEAD_LIMITS,
 ) -> type[asyncio.Protocol]:
     """The class to pass as ``uvicorn.Config(http=...)`` for a ``timeout`` connect deadline.
 
     ``"auto"`` picks what uvicorn's own ``auto`` picks (httptools when it is
-    installed, which ``uvicorn[standard]`` does).
+    installed, which ``uvicorn[standard]`` does). Request heads over
+    ``limits`` are answered 431 and closed.
     """
     base: type[asyncio.Protocol]
     if http == "auto":
@@ -196,4 +219,4 @@ def uvicorn_http_protocol(
         base = HttpToolsProtocol
     else:
         raise ValueError(f"http must be 'auto', 'h11' or 'httptools', not {http!r}")
-    return deadline_protocol(base, timeout)
+    return deadline_protocol(base, timeout, limits)

@@ -14,6 +14,7 @@ handler called with nothing.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "auth_payload",
     "decode_frame",
     "encode",
+    "recover_id",
 ]
 
 MAX_ID = 2**53 - 1
@@ -65,12 +67,69 @@ def _valid_id(value: object) -> bool:
     return type(value) is int and 0 <= value <= MAX_ID
 
 
+RECOVERY_SCAN_CHARS = 4096
+"""How far into a broken frame its ``id`` is looked for (ids come first in every client seen)."""
+
+
+def recover_id(raw: str | bytes) -> int | None:
+    """The top-level ``"id"`` of a frame that is not valid JSON, if it can be read safely.
+
+    A client that sent ``{"id": 7, "event": "x", "data": }`` waits for the
+    reply to 7; an error without the id would leave that call to time out.
+    The scan follows strings and nesting, so an ``"id"`` inside ``data`` or
+    inside a string is never taken for the frame's; it reads at most
+    :data:`RECOVERY_SCAN_CHARS` characters and gives up on anything unclear.
+    """
+    text = raw if isinstance(raw, str) else raw[:RECOVERY_SCAN_CHARS].decode("utf-8", "replace")
+    text = text[:RECOVERY_SCAN_CHARS]
+    depth = 0
+    index = 0
+    length = len(text)
+    while index < length:
+        char = text[index]
+        if char == '"':
+            end = _string_end(text, index)
+            if end < 0:
+                return None
+            if depth == 1 and text[index + 1 : end] == "id":
+                match = _ID_VALUE.match(text, end + 1)
+                if match is not None:
+                    frame_id = int(match.group(1))
+                    return frame_id if frame_id <= MAX_ID else None
+            index = end + 1
+            continue
+        if char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+        index += 1
+    return None
+
+
+_ID_VALUE = re.compile(r"\s*:\s*(0|[1-9][0-9]{0,15})\s*[,}]")
+
+
+def _string_end(text: str, start: int) -> int:
+    """Index of the quote that closes the string opened at ``start``, or -1."""
+    index = start + 1
+    while True:
+        index = text.find('"', index)
+        if index < 0:
+            return -1
+        backslashes = 0
+        while text[index - 1 - backslashes] == "\\":
+            backslashes += 1
+        if backslashes % 2 == 0:
+            return index
+        index += 1
+
+
 def decode_frame(raw: str | bytes) -> Request | FrameError:
     """Decode one client frame; never raises, whatever ``raw`` holds."""
     try:
         obj = loads_strict(raw)
     except (ValueError, RecursionError):
-        return FrameError(None, "Frame is not valid JSON")
+        return FrameError(recover_id(raw), "Frame is not valid JSON")
     if not isinstance(obj, dict):
         return FrameError(None, "Frame must be a JSON object")
     frame_id = obj.get("id")

@@ -71,6 +71,7 @@ from wsgate.transports.frames import (
     auth_payload,
     decode_frame,
     encode,
+    recover_id,
 )
 
 __all__ = ["CLOSE_CODES", "WebSocketTransport", "close_code"]
@@ -312,7 +313,10 @@ class WebSocketTransport:
         if message_too_large(raw, self.max_message_bytes):
             return self._refused(peer, handshake, Code.PAYLOAD_TOO_LARGE, "message_size")
         # Frames are JSON text; a binary first message is not an auth message.
-        return auth_payload(raw) if isinstance(raw, str) else None
+        auth = auth_payload(raw) if isinstance(raw, str) else None
+        if auth is None:
+            self.port.malformed(self.name)
+        return auth
 
     def _refused(
         self,
@@ -359,12 +363,15 @@ class WebSocketTransport:
                     continue
                 request = decode_frame(text)
             else:
-                size = len(message.get("bytes") or b"")
-                if size > limit:
-                    self._too_large(peer, connection, size)
+                raw = message.get("bytes") or b""
+                if len(raw) > limit:
+                    self._too_large(peer, connection, len(raw))
                     continue
-                request = FrameError(None, "Binary frames are not supported: send JSON text")
+                request = FrameError(
+                    recover_id(raw), "Binary frames are not supported: send JSON text"
+                )
             if isinstance(request, FrameError):
+                port.malformed(self.name)
                 error = BadRequest(request.message).to_payload()
                 peer.push(encode(_error_frame(request.id, error)))
                 continue
