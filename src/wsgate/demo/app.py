@@ -62,7 +62,7 @@ def create_app(settings: DemoSettings) -> App:
         [Chat(), Admin()],
         settings,
         revocations=revocations,
-        on_shutdown=[users.aclose, revocations.aclose, families.aclose],
+        on_shutdown=[users.aclose, revocations.aclose, families.aclose, auth.aclose],
         routes=[
             Route("/", page, methods=["GET"]),
             *auth.routes(),

@@ -38,6 +38,7 @@ from starlette.routing import Route
 from wsgate import (
     ConfigurationError,
     Handshake,
+    LoginThrottle,
     Principal,
     RevocationStore,
     StoreUnavailable,
@@ -122,6 +123,13 @@ def cookies_of(request: Request) -> dict[str, str]:
     return dict(Handshake.from_asgi_scope(request.scope, transport="http").cookies)
 
 
+def too_many_attempts(retry_after: int) -> JSONResponse:
+    """429 with ``Retry-After``; not logged per request (a flood must not become a log flood)."""
+    response = error(429, "rate_limited", "Too many login attempts: try again later")
+    response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
 def login_disabled() -> JSONResponse:
     return error(503, "login_unavailable", "Login is disabled: this server only verifies tokens")
 
@@ -139,6 +147,11 @@ class DemoAuth:
         self.users = users
         self.revocations = revocations
         self.families = families
+        self.throttle = LoginThrottle(
+            settings.login_limit_per_address,
+            settings.login_limit_per_user,
+            redis_url=settings.redis_url,
+        )
         self.settings = settings
         self._app: App | None = None
         self._issuer: TokenIssuer | None = None
@@ -153,6 +166,10 @@ class DemoAuth:
             # tokens come from the identity provider, so the demo cannot log in.
             log.warning("demo login disabled: %s", exc)
             self._issuer = None
+
+    async def aclose(self) -> None:
+        """Release the login throttle's counters."""
+        await self.throttle.aclose()
 
     @property
     def issuer(self) -> TokenIssuer | None:
@@ -224,6 +241,12 @@ class DemoAuth:
         except (ValueError, ValidationError):
             return error(400, "bad_request", 'Expected JSON {"username", "password"}')
         try:
+            # Counted before the password is checked: a throttled attempt costs no hashing.
+            throttled = await self.throttle.attempt(
+                request.client.host if request.client else None, creds.username
+            )
+            if throttled is not None:
+                return too_many_attempts(throttled.retry_after)
             user = await self.users.authenticate(creds.username, creds.password)
         except StoreUnavailable:
             return store_down()
