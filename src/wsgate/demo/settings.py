@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from wsgate import Settings, check_rate_limit
 
@@ -35,3 +36,12 @@ class DemoSettings(Settings):
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         return check_rate_limit(value)
+
+    @model_validator(mode="after")
+    def _ttls_within_the_maxima(self) -> Self:
+        """The demo must never sign a token its own verifier would refuse as too long-lived."""
+        if self.access_token_ttl > self.max_token_lifetime:
+            raise ValueError("access_token_ttl is longer than max_token_lifetime")
+        if self.refresh_token_ttl > self.max_refresh_token_lifetime:
+            raise ValueError("refresh_token_ttl is longer than max_refresh_token_lifetime")
+        return self
