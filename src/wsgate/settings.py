@@ -109,10 +109,11 @@ class Settings(BaseSettings):
         default=None,
         description="bearer token GET /metrics requires; unset: loopback clients only",
     )
-    """Bearer token ``GET /metrics`` requires (``Authorization: Bearer <token>``).
+    """bearer token GET /metrics requires; unset: loopback clients only.
 
-    Unset, ``/metrics`` answers only clients on a loopback address whose
-    request no proxy relayed. Given as ``str`` or ``SecretStr``; always held
+    Sent as ``Authorization: Bearer <token>``, at least 16 characters. Unset,
+    ``/metrics`` answers only clients on a loopback address whose request no
+    proxy relayed. Given as ``str`` or ``SecretStr``; always held
     as a ``SecretStr`` (never in a repr).
     """
     asyncapi_path: str | None = Field(

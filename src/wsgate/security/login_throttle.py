@@ -38,6 +38,7 @@ from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
+from redis.asyncio import ConnectionPool
 
 from wsgate.stores.revocation import StoreUnavailable
 
@@ -104,6 +105,7 @@ class LoginThrottle:
         self._prefix = prefix or "wsgate-login"
         self._limiter: SlidingWindowCounterRateLimiter | None = None
         self._storage: Storage | None = None
+        self._pool: ConnectionPool | None = None  # ours, so that aclose can close it
 
     async def attempt(self, remote: str | None, username: str) -> Throttled | None:
         """Count one attempt; ``None`` when it may go on, else how long to wait.
@@ -129,6 +131,9 @@ class LoginThrottle:
     async def aclose(self) -> None:
         """Forget the counters this process holds (Redis keys expire on their own)."""
         storage, self._storage, self._limiter = self._storage, None, None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.disconnect()
         if isinstance(storage, MemoryStorage):
             await storage.reset()
             timer = storage.timer
@@ -144,13 +149,15 @@ class LoginThrottle:
     def _ensure(self) -> SlidingWindowCounterRateLimiter:
         if self._limiter is None:
             if self._redis_url:
-                url = self._redis_url
+                url = self._redis_url.removeprefix("async+")
+                self._pool = ConnectionPool.from_url(
+                    url, socket_timeout=2.0, socket_connect_timeout=2.0
+                )
                 self._storage = RedisStorage(
-                    url if url.startswith("async+") else "async+" + url,
+                    "async+" + url,
                     implementation="redispy",
                     wrap_exceptions=True,
-                    socket_timeout=2.0,
-                    socket_connect_timeout=2.0,
+                    connection_pool=self._pool,  # type: ignore[arg-type]  # documented; typed too narrowly
                 )
             else:
                 self._storage = MemoryStorage()
