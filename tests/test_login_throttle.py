@@ -173,3 +173,38 @@ async def test_the_throttle_fails_closed_when_redis_is_down() -> None:
 def test_a_limit_that_does_not_parse_stops_the_start(bad: str) -> None:
     with pytest.raises(ValidationError):
         DemoSettings(jwt_secret=SECRET, login_limit_per_address=bad)
+
+
+async def test_the_in_process_table_is_bounded() -> None:
+    """A spray of addresses and names fills the table, then is refused; memory stays bounded."""
+    throttle = LoginThrottle("5/minute", "20/minute", max_entries=40)
+    try:
+        verdicts = [await throttle.attempt(f"203.0.113.{i}", f"name{i}") for i in range(60)]
+        assert throttle.entries <= 40 + 4  # one attempt adds at most 2 windows x 2 scopes
+    finally:
+        await throttle.aclose()
+    assert verdicts[0] is None
+    full = [v for v in verdicts if v is not None]
+    assert full and all(v.scope == "capacity" and v.retry_after >= 1 for v in full)
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_address_counts(tmp_path: Path) -> None:
+    await add_users(tmp_path / "demo.db")
+    env = {
+        "WSGATE_JWT_SECRET": SECRET,
+        "WSGATE_DATABASE": str(tmp_path / "demo.db"),
+        "WSGATE_TRUSTED_PROXIES": "127.0.0.1",
+    }
+    async with wsgate_process("demo", env=env) as (url, _output), httpx.AsyncClient() as proxy:
+
+        async def via(client_ip: str, password: str = "wrong") -> httpx.Response:
+            return await proxy.post(
+                f"{url}/auth/login",
+                json={"username": "alice", "password": password},
+                headers={"X-Forwarded-For": client_ip},
+            )
+
+        guesses = [await via("203.0.113.66") for _ in range(7)]
+        assert [r.status_code for r in guesses] == [401] * 5 + [429] * 2
+        # Everyone else comes through the same proxy, from other addresses: not throttled.
+        assert (await via("198.51.100.7", PASSWORD)).status_code == 200

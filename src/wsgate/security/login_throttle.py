@@ -46,6 +46,8 @@ __all__ = ["LoginThrottle", "Throttled", "address_key", "check_limit"]
 
 IPV6_PREFIX = 64
 MAX_KEY_CHARS = 128
+DEFAULT_MAX_ENTRIES = 100_000
+"""Counters the in-process storage may hold (about 25 MB) before every attempt is refused."""
 
 
 def check_limit(text: str) -> str:
@@ -91,14 +93,27 @@ class LoginThrottle:
     """Counts login attempts per address and per user name; refuses past either budget.
 
     ``redis_url`` shares the counters between nodes (a guesser spreading
-    over them is counted once); without it they live in this process.
+    over them is counted once); without it they live in this process, at
+    most ``max_entries`` of them (a few per address and per name, each
+    dropped when its window ends): while the table is full, every attempt
+    is refused with scope ``"capacity"``, the price of bounded memory under
+    a spray of addresses and names.
     Storage is created on first use, inside the running event loop (the
     ``limits`` memory storage starts its expiry task there).
     """
 
     def __init__(
-        self, per_address: str, per_user: str, *, redis_url: str | None = None, prefix: str = ""
+        self,
+        per_address: str,
+        per_user: str,
+        *,
+        redis_url: str | None = None,
+        prefix: str = "",
+        max_entries: int = DEFAULT_MAX_ENTRIES,
     ) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self.max_entries = max_entries
         self._per_address = parse_limits(per_address)
         self._per_user = parse_limits(per_user)
         self._redis_url = redis_url
@@ -115,6 +130,9 @@ class LoginThrottle:
         unthrottled password check is what this exists to prevent.
         """
         limiter = self._ensure()
+        if self._full():
+            # Fail closed: a spray of addresses and names must not grow memory without end.
+            return Throttled(min(item.get_expiry() for item in self._per_address), "capacity")
         address = address_key(remote)
         user = username[:MAX_KEY_CHARS]
         try:
@@ -139,6 +157,16 @@ class LoginThrottle:
             timer = storage.timer
             if timer is not None and not timer.done():
                 timer.cancel()
+
+    @property
+    def entries(self) -> int:
+        """Counters held in this process (0 with Redis, whose keys expire on their own)."""
+        storage = self._storage
+        # limits' MemoryStorage keeps its counters in the public dict ``storage``.
+        return len(storage.storage) if isinstance(storage, MemoryStorage) else 0
+
+    def _full(self) -> bool:
+        return self.entries >= self.max_entries
 
     async def _refusal(self, item: RateLimitItem, scope: str, key: str) -> Throttled:
         assert self._limiter is not None
