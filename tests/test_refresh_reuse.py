@@ -9,6 +9,7 @@ family's newest token is refused and the user's live sockets are cut.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -132,3 +133,36 @@ async def test_a_refresh_token_without_a_family_is_refused(demo: str) -> None:
         resp = await refresh(http, demo, token)
     assert resp.status_code == 401
     assert resp.json()["error"]["code"] == "unauthorized"
+
+
+async def test_two_nodes_on_redis_race_one_refresh_token(
+    tmp_path: Path, redis_url: str, transport: str
+) -> None:
+    """Families in Redis: the race is split over two demo nodes; the cut reaches the other."""
+    name = f"u{uuid.uuid4().hex[:12]}"  # the Redis database is shared: a name no one else uses
+    database = tmp_path / "demo.db"
+    users = UserStore(database)
+    await users.add(name, PASSWORD)
+    await users.aclose()
+    env = {
+        "WSGATE_JWT_SECRET": SECRET,
+        "WSGATE_DATABASE": str(database),
+        "WSGATE_REDIS_URL": redis_url,
+    }
+    async with (
+        wsgate_process("demo", env=env) as (node1, _),
+        wsgate_process("demo", env=env) as (node2, _),
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        first = await login(http, node1, name)
+        access, stolen = first.cookies["access_token"], first.cookies["refresh_token"]
+        async with connect(transport, node2, headers={"Cookie": f"access_token={access}"}) as live:
+            assert (await live.call("whoami"))["sub"] == name
+            answers = await asyncio.gather(
+                *(refresh(http, node, stolen) for node in (node1, node2) * 10)
+            )
+            assert sorted(r.status_code for r in answers) == [200] + [401] * 19
+            newest = next(r for r in answers if r.status_code == 200).cookies["refresh_token"]
+            assert (await refresh(http, node2, newest)).status_code == 401
+            await live.wait_closed(timeout=10)
+            assert not live.connected
