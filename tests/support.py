@@ -130,9 +130,13 @@ async def stop_process(proc: asyncio.subprocess.Process) -> None:
 
 @contextlib.asynccontextmanager
 async def wsgate_process(
-    *args: str, env: dict[str, str] | None = None, cwd: str | None = None, port: int | None = None
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    port: int | None = None,
+    host: str = "127.0.0.1",
 ) -> AsyncIterator[tuple[str, list[str]]]:
-    """``python -m wsgate ARGS --host 127.0.0.1 --port P`` in a subprocess.
+    """``python -m wsgate ARGS --host HOST --port P`` in a subprocess (HOST: 127.0.0.1).
 
     Yields the base URL and the list of lines the process prints, read as
     they come (so a chatty server never blocks on a full pipe). ``WSGATE_*``
@@ -146,7 +150,7 @@ async def wsgate_process(
         "wsgate",
         *args,
         "--host",
-        "127.0.0.1",
+        host,
         "--port",
         str(port),
         env={**clean, **(env or {})},
@@ -164,7 +168,7 @@ async def wsgate_process(
             output.append(text)
 
     reader = asyncio.create_task(collect())
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '127.0.0.1') else host}:{port}"
     try:
         try:
             await wait_healthy(url, proc)

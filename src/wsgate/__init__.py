@@ -51,6 +51,8 @@ from wsgate.errors import (
 )
 from wsgate.principal import Principal
 from wsgate.security.jwt import TokenIssuer
+from wsgate.security.login_throttle import LoginThrottle, Throttled
+from wsgate.security.login_throttle import check_limit as check_rate_limit
 from wsgate.serving import run
 from wsgate.settings import Settings
 from wsgate.stores import (
@@ -85,6 +87,7 @@ __all__ = [
     "Handshake",
     "Interceptor",
     "InternalError",
+    "LoginThrottle",
     "MemoryRevocationStore",
     "NotFound",
     "PayloadTooLarge",
@@ -96,6 +99,7 @@ __all__ = [
     "SqliteRevocationStore",
     "StartupError",
     "StoreUnavailable",
+    "Throttled",
     "TokenError",
     "TokenIssuer",
     "TooManyRequests",
@@ -104,6 +108,7 @@ __all__ = [
     "Verifier",
     "WsgateError",
     "__version__",
+    "check_rate_limit",
     "configure_logging",
     "emits",
     "public",

@@ -31,10 +31,11 @@ from wsgate.core.handshake import served_of
 from wsgate.core.interceptors import Interceptor
 from wsgate.core.registry import NamespaceSpec
 from wsgate.core.server import Server
-from wsgate.errors import StartupError
+from wsgate.errors import ConfigurationError, StartupError
 from wsgate.metrics import Metrics
 from wsgate.schema.asyncapi import asyncapi_json
 from wsgate.security.jwt import TokenIssuer
+from wsgate.security.metrics_access import MetricsAccess, MetricsVerdict
 from wsgate.settings import Settings
 from wsgate.stores.revocation import RevocationStore
 
@@ -82,6 +83,10 @@ class App:
             interceptors=interceptors,
             tracer_provider=tracer_provider,
         )
+        try:
+            self._metrics_access = MetricsAccess(self.settings.metrics_token_text())
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         self._on_startup = tuple(on_startup)
         self._on_shutdown = tuple(on_shutdown)
         self._started: list[Gateway] = []
@@ -232,6 +237,33 @@ class App:
         await response(scope, receive, send)
 
     async def _metrics_endpoint(self, request: Request) -> Response:
+        """Prometheus text, to a bearer of ``metrics_token`` or else to loopback clients only."""
+        verdict = self._metrics_access.judge(
+            request.client.host if request.client else None, request.scope.get("headers") or ()
+        )
+        if verdict is MetricsVerdict.TOKEN_MISSING:
+            return JSONResponse(
+                {
+                    "error": {
+                        "status": 401,
+                        "code": "unauthorized",
+                        "message": "Metrics need a token",
+                    }
+                },
+                401,
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
+        if verdict is MetricsVerdict.NOT_LOOPBACK:
+            return JSONResponse(
+                {
+                    "error": {
+                        "status": 403,
+                        "code": "forbidden",
+                        "message": "Metrics are served to loopback clients only",
+                    }
+                },
+                403,
+            )
         return Response(self.metrics.render(), media_type=self.metrics.content_type)
 
     async def _asyncapi_endpoint(self, request: Request) -> Response:

@@ -169,6 +169,8 @@ def jwt_config(settings: Settings, *, require_jti: bool = False) -> JwtConfig:
         audience=settings.jwt_audience,
         leeway=settings.jwt_leeway,
         require_jti=require_jti,
+        max_lifetime=settings.max_token_lifetime,
+        max_refresh_lifetime=settings.max_refresh_token_lifetime,
     )
 
 

@@ -308,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
             "jwt_algorithms",
             "jwt_issuer",
             "jwt_audience",
+            "max_token_lifetime",
+            "max_refresh_token_lifetime",
         ),
     )
     token.set_defaults(func=cmd_token)

@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = Field(default=None, description="required iss claim when set")
     jwt_audience: str | None = Field(default=None, description="required aud claim when set")
     jwt_leeway: float = Field(default=0.0, ge=0, le=300, description="clock skew allowed, seconds")
+    max_token_lifetime: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="longest access token accepted: exp - iat (exp - now without iat), seconds",
+    )
+    max_refresh_token_lifetime: float = Field(
+        default=30 * 86_400.0, gt=0, description="longest refresh token accepted, seconds"
+    )
 
     allowed_origins: CommaList = Field(
         default=(),
@@ -109,6 +117,17 @@ class Settings(BaseSettings):
 
     Given as ``str`` or ``SecretStr``; always held as a ``SecretStr`` (never in a repr).
     """
+    metrics_token: SecretStr | str | None = Field(
+        default=None,
+        description="bearer token GET /metrics requires; unset: loopback clients only",
+    )
+    """bearer token GET /metrics requires; unset: loopback clients only.
+
+    Sent as ``Authorization: Bearer <token>``, at least 16 characters. Unset,
+    ``/metrics`` answers only clients on a loopback address whose request no
+    proxy relayed. Given as ``str`` or ``SecretStr``; always held
+    as a ``SecretStr`` (never in a repr).
+    """
     asyncapi_path: str | None = Field(
         default=None,
         pattern=r"^/[^?#]*$",
@@ -124,7 +143,7 @@ class Settings(BaseSettings):
     def _split(cls, value: Any) -> Any:
         return _split_commas(value)
 
-    @field_validator("jwt_secret", "trace_sub_key", mode="after")
+    @field_validator("jwt_secret", "trace_sub_key", "metrics_token", mode="after")
     @classmethod
     def _hide_secret(cls, value: SecretStr | str | None) -> SecretStr | None:
         return SecretStr(value) if isinstance(value, str) else value
@@ -133,6 +152,11 @@ class Settings(BaseSettings):
         """The HMAC key as text, or None."""
         secret = self.jwt_secret
         return secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+
+    def metrics_token_text(self) -> str | None:
+        """The bearer token of ``/metrics`` as text, or None (loopback clients only)."""
+        token = self.metrics_token
+        return token.get_secret_value() if isinstance(token, SecretStr) else token
 
     def trace_sub_key_text(self) -> str | None:
         """The key of ``wsgate.sub_hash`` in spans as text, or None (see wsgate.core.tracing)."""

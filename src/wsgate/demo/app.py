@@ -14,7 +14,12 @@ from wsgate.demo.auth_routes import DemoAuth
 from wsgate.demo.gateways import Admin, Chat
 from wsgate.demo.settings import DemoSettings
 from wsgate.demo.showcase import Showcase
-from wsgate.stores import UserStore
+from wsgate.stores import (
+    RedisRefreshFamilies,
+    RefreshFamilyStore,
+    SqliteRefreshFamilies,
+    UserStore,
+)
 
 STATIC = Path(__file__).parent / "static"
 
@@ -40,16 +45,24 @@ def revocation_store(settings: DemoSettings) -> RevocationStore:
     return SqliteRevocationStore(settings.database)
 
 
+def refresh_families(settings: DemoSettings) -> RefreshFamilyStore:
+    """Refresh-token families where the revocations are: Redis when configured, else SQLite."""
+    if settings.redis_url:
+        return RedisRefreshFamilies(settings.redis_url)
+    return SqliteRefreshFamilies(settings.database)
+
+
 def create_app(settings: DemoSettings) -> App:
     """The demo App for ``settings`` (which must already hold a key)."""
     users = UserStore(settings.database)
     revocations = revocation_store(settings)
-    auth = DemoAuth(users, revocations, settings)
+    families = refresh_families(settings)
+    auth = DemoAuth(users, revocations, settings, families)
     app = App(
         [Chat(), Admin()],
         settings,
         revocations=revocations,
-        on_shutdown=[users.aclose, revocations.aclose],
+        on_shutdown=[users.aclose, revocations.aclose, families.aclose, auth.aclose],
         routes=[
             Route("/", page, methods=["GET"]),
             *auth.routes(),

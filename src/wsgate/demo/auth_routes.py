@@ -11,13 +11,23 @@ cannot read its HttpOnly cookie, and ``auth:refresh`` on a live socket needs
 the token itself (docs/decisions/demo-page.md says why this is safe enough).
 ``GET /auth/session`` answers 200 whether or not anyone is signed in, so the
 page's probe at load leaves no 401 in the browser console.
+
+Refresh tokens rotate with reuse detection (RFC 9700 §4.14.2, see
+:mod:`wsgate.stores.refresh_families`): each login starts a *family* (the
+refresh token's ``fam`` claim), each ``/auth/refresh`` consumes the
+family's current token atomically, and a token presented a second time
+revokes the family and every token of its user issued until then, which
+cuts the user's live sockets on every node (the revocation follower).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import secrets
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,6 +38,7 @@ from starlette.routing import Route
 from wsgate import (
     ConfigurationError,
     Handshake,
+    LoginThrottle,
     Principal,
     RevocationStore,
     StoreUnavailable,
@@ -35,7 +46,7 @@ from wsgate import (
     TokenIssuer,
 )
 from wsgate.demo.settings import DemoSettings
-from wsgate.stores import UserStore
+from wsgate.stores import RefreshFamilyStore, Rotation, UserStore
 
 if TYPE_CHECKING:
     from wsgate import App
@@ -45,6 +56,18 @@ log = logging.getLogger("wsgate.demo.auth")
 ACCESS_COOKIE = "access_token"
 REFRESH_COOKIE = "refresh_token"
 MAX_LOGIN_BODY = 4096
+FAMILY_CLAIM = "fam"
+"""The refresh token's claim naming its family (one per login)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """A fresh access and refresh token pair, with what a verifier will see of each."""
+
+    access: str
+    access_principal: Principal
+    refresh: str
+    refresh_principal: Principal
 
 
 class Credentials(BaseModel):
@@ -100,6 +123,13 @@ def cookies_of(request: Request) -> dict[str, str]:
     return dict(Handshake.from_asgi_scope(request.scope, transport="http").cookies)
 
 
+def too_many_attempts(retry_after: int) -> JSONResponse:
+    """429 with ``Retry-After``; not logged per request (a flood must not become a log flood)."""
+    response = error(429, "rate_limited", "Too many login attempts: try again later")
+    response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
 def login_disabled() -> JSONResponse:
     return error(503, "login_unavailable", "Login is disabled: this server only verifies tokens")
 
@@ -108,10 +138,20 @@ class DemoAuth:
     """Login, refresh and logout for the demo's SQLite users."""
 
     def __init__(
-        self, users: UserStore, revocations: RevocationStore, settings: DemoSettings
+        self,
+        users: UserStore,
+        revocations: RevocationStore,
+        settings: DemoSettings,
+        families: RefreshFamilyStore,
     ) -> None:
         self.users = users
         self.revocations = revocations
+        self.families = families
+        self.throttle = LoginThrottle(
+            settings.login_limit_per_address,
+            settings.login_limit_per_user,
+            redis_url=settings.redis_url,
+        )
         self.settings = settings
         self._app: App | None = None
         self._issuer: TokenIssuer | None = None
@@ -126,6 +166,10 @@ class DemoAuth:
             # tokens come from the identity provider, so the demo cannot log in.
             log.warning("demo login disabled: %s", exc)
             self._issuer = None
+
+    async def aclose(self) -> None:
+        """Release the login throttle's counters."""
+        await self.throttle.aclose()
 
     @property
     def issuer(self) -> TokenIssuer | None:
@@ -197,13 +241,30 @@ class DemoAuth:
         except (ValueError, ValidationError):
             return error(400, "bad_request", 'Expected JSON {"username", "password"}')
         try:
+            # Counted before the password is checked: a throttled attempt costs no hashing.
+            throttled = await self.throttle.attempt(
+                request.client.host if request.client else None, creds.username
+            )
+            if throttled is not None:
+                return too_many_attempts(throttled.retry_after)
             user = await self.users.authenticate(creds.username, creds.password)
         except StoreUnavailable:
             return store_down()
         if user is None:
             log.info("login failed for a user name of length %d", len(creds.username))
             return error(401, "unauthorized", "Invalid username or password")
-        return self._session_response(request, user.name, user.roles)
+        family = secrets.token_urlsafe(16)
+        issued = self._issue(user.name, user.roles, family)
+        try:
+            await self.families.start(
+                family,
+                sub=user.name,
+                jti=self._jti(issued.refresh_principal),
+                expires_at=issued.refresh_principal.expires_at or time.time(),
+            )
+        except StoreUnavailable:
+            return store_down()
+        return self._session_response(request, issued)
 
     async def refresh(self, request: Request) -> Response:
         if refused := self.cross_origin(request):
@@ -221,15 +282,53 @@ class DemoAuth:
             return error(401, exc.code, exc.message)
         except StoreUnavailable:
             return store_down()
+        family = principal.claims.get(FAMILY_CLAIM)
+        if not isinstance(family, str) or not family or not principal.jti:
+            return error(401, "unauthorized", "Refresh token has no session: sign in again")
         try:
             user = await self.users.get(principal.sub)
             if user is None:
                 return error(401, "unauthorized", "Unknown user")
-            # Rotate: the used refresh token is revoked, a new one is issued.
-            await self._revoke(principal)
+            # Signed before the store is asked (signing is cheap, local and
+            # cannot fail), so the consume and the successor's jti are one step.
+            issued = self._issue(user.name, user.roles, family)
+            outcome = await self.families.rotate(
+                family,
+                presented=principal.jti,
+                successor=self._jti(issued.refresh_principal),
+                expires_at=issued.refresh_principal.expires_at or time.time(),
+            )
+            if outcome is Rotation.REUSED:
+                await self._reuse_detected(principal.sub)
         except StoreUnavailable:
             return store_down()
-        return self._session_response(request, user.name, user.roles, token_in_body=True)
+        if outcome is Rotation.ROTATED:
+            return self._session_response(request, issued, token_in_body=True)
+        if outcome is Rotation.REUSED:
+            return error(
+                401, "token_revoked", "Refresh token already used: the session is ended, sign in"
+            )
+        return error(401, "token_revoked", "Refresh token revoked")
+
+    async def _reuse_detected(self, sub: str) -> None:
+        """A used refresh token came back: someone else holds it. End every session of ``sub``.
+
+        The family is already revoked (by :meth:`RefreshFamilyStore.rotate`).
+        The tokens it issued cannot be listed, and a thief may hold any of
+        them, so every token of the user issued up to now is revoked: the
+        revocation follower cuts the user's live sockets on every node, and
+        a new login (a later millisecond) works at once. One millisecond is
+        added to the boundary so that a token signed in the very millisecond
+        of the revocation (the racing winner's) is covered too.
+        """
+        log.warning("refresh token reuse detected for user %s: its sessions are ended", sub)
+        settings = self.settings
+        longest = max(settings.access_token_ttl, settings.refresh_token_ttl)
+        await self.revocations.revoke_sub(
+            sub,
+            expires_at=time.time() + longest + 60,
+            at=math.floor(time.time() * 1000) / 1000 + 0.001,
+        )
 
     async def logout(self, request: Request) -> Response:
         if refused := self.cross_origin(request):
@@ -249,6 +348,9 @@ class DemoAuth:
                 continue  # an expired or foreign token has nothing left to revoke
             try:
                 await self._revoke(principal)
+                family = principal.claims.get(FAMILY_CLAIM)
+                if use == "refresh" and isinstance(family, str) and family:
+                    await self.families.revoke(family)
             except StoreUnavailable:
                 return store_down()
             if use == "access" and principal.jti:
@@ -264,21 +366,36 @@ class DemoAuth:
         )
         return spell_samesite(response)
 
-    def _session_response(
-        self,
-        request: Request,
-        sub: str,
-        roles: tuple[str, ...],
-        *,
-        token_in_body: bool = False,
-    ) -> Response:
-        """Both cookies; with ``token_in_body`` also ``access_token`` (for ``auth:refresh``)."""
+    def _issue(self, sub: str, roles: tuple[str, ...], family: str) -> Issued:
+        """An access token and a refresh token of ``family`` for ``sub``."""
         assert self._issuer is not None
         settings = self.settings
-        access, principal = self._issuer.issue(sub, roles=roles, ttl=settings.access_token_ttl)
-        refresh, _ = self._issuer.issue(
-            sub, roles=roles, ttl=settings.refresh_token_ttl, use="refresh"
+        access, access_principal = self._issuer.issue(
+            sub, roles=roles, ttl=settings.access_token_ttl
         )
+        refresh, refresh_principal = self._issuer.issue(
+            sub,
+            roles=roles,
+            ttl=settings.refresh_token_ttl,
+            use="refresh",
+            extra_claims={FAMILY_CLAIM: family},
+        )
+        return Issued(access, access_principal, refresh, refresh_principal)
+
+    @staticmethod
+    def _jti(principal: Principal) -> str:
+        assert principal.jti is not None  # TokenIssuer always sets one
+        return principal.jti
+
+    def _session_response(
+        self, request: Request, issued: Issued, *, token_in_body: bool = False
+    ) -> Response:
+        """Both cookies; with ``token_in_body`` also ``access_token`` (for ``auth:refresh``)."""
+        settings = self.settings
+        principal = issued.access_principal
+        sub = principal.sub
+        roles = list(principal.claims.get("roles", ()))
+        access, refresh = issued.access, issued.refresh
         body: dict[str, object] = {
             "sub": sub,
             "roles": list(roles),

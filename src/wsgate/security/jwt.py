@@ -41,6 +41,7 @@ from wsgate.errors import ConfigurationError, TokenError
 from wsgate.principal import Principal
 from wsgate.security import jwks
 from wsgate.security.jwt_config import (
+    LIFETIME_SLACK,
     MAX_KID_CHARS,
     MAX_TOKEN_CHARS,
     JwtConfig,
@@ -85,6 +86,17 @@ _RESERVED_CLAIMS: Final = frozenset(
 
 def _expired() -> TokenError:
     return TokenError("token_expired", "Token expired", "expired")
+
+
+def _too_long_lived() -> TokenError:
+    """Code ``unauthorized`` (get another token), with a message that says what to fix.
+
+    Not the generic "Invalid token": the signature was good, so the holder
+    is the issuer's client, and the fix (a shorter ``exp``) is at the issuer.
+    """
+    return TokenError(
+        "unauthorized", "Token lifetime exceeds this server's maximum", "lifetime_too_long"
+    )
 
 
 def _map_pyjwt_error(exc: Exception) -> TokenError:
@@ -344,6 +356,7 @@ class TokenVerifier:
         elif claims.get("token_use") != "refresh":
             raise refuse("wrong_token_use")
         iat = claims.get("iat")
+        self._check_lifetime(float(claims["exp"]), iat, use)
         return Principal(
             sub=sub,
             roles=frozenset(roles),
@@ -352,6 +365,19 @@ class TokenVerifier:
             issued_at=float(iat) if iat is not None else None,
             jti=jti if isinstance(jti, str) else None,
         )
+
+    def _check_lifetime(self, exp: float, iat: float | None, use: TokenUse) -> None:
+        """``exp - iat`` (``exp - now`` without ``iat``) within the maximum for ``use``.
+
+        ``iat`` cannot be set in the future to shorten the span: PyJWT
+        refuses a future ``iat`` before this runs.
+        """
+        limit = self._config.max_lifetime if use == "access" else self._config.max_refresh_lifetime
+        if limit is None:
+            return
+        start = float(iat) if iat is not None else time.time()
+        if exp - start > limit + LIFETIME_SLACK:
+            raise _too_long_lived()
 
     async def aclose(self) -> None:
         """Stop a JWKS fetch in flight and close the HTTP client we created."""
@@ -443,6 +469,12 @@ class TokenIssuer:
             raise ValueError("ttl must be a positive number of seconds")
         if use not in _HEADER_TYP:
             raise ValueError("use must be 'access' or 'refresh'")
+        limit = self._config.max_lifetime if use == "access" else self._config.max_refresh_lifetime
+        if limit is not None and ttl > limit:
+            raise ValueError(
+                f"ttl {ttl:g} s is longer than the {use} token maximum ({limit:g} s): "
+                "a verifier with the same settings would refuse the token"
+            )
         extra = dict(extra_claims or {})
         clash = _RESERVED_CLAIMS.intersection(extra)
         if clash:

@@ -68,6 +68,14 @@ MAX_KID_CHARS: Final = 256
 _SAFE_ALG_NAME = re.compile(r"[A-Za-z0-9+_-]{1,16}")
 
 
+DEFAULT_MAX_LIFETIME = 86_400.0
+"""One day: the longest access token a verifier accepts unless configured otherwise."""
+DEFAULT_MAX_REFRESH_LIFETIME = 30 * 86_400.0
+"""Thirty days: the longest refresh token a verifier accepts unless configured otherwise."""
+LIFETIME_SLACK = 1.0
+"""Seconds over the maximum still accepted: issuers round ``exp`` up to a whole second."""
+
+
 @dataclass(frozen=True)
 class JwtConfig:
     """What tokens to trust, and how to sign them for the demo login and CLI.
@@ -82,6 +90,12 @@ class JwtConfig:
     ES384 or ES512 by curve, EdDSA for Ed25519/Ed448).
 
     ``cache_size`` bounds the verified-token cache (0 disables it).
+
+    ``max_lifetime`` and ``max_refresh_lifetime`` (seconds, ``None`` for no
+    limit) refuse access and refresh tokens that live longer: ``exp - iat``,
+    or ``exp - now`` for a token without ``iat``. A signed ``exp`` of 1e300
+    is a token that can never be made to expire; a leaked one would be good
+    forever (revocation entries themselves expire).
     """
 
     secret: str | None = None
@@ -95,6 +109,8 @@ class JwtConfig:
     require_jti: bool = False
     jwks_min_refresh_interval: float = 10.0
     cache_size: int = 10_000
+    max_lifetime: float | None = DEFAULT_MAX_LIFETIME
+    max_refresh_lifetime: float | None = DEFAULT_MAX_REFRESH_LIFETIME
 
 
 # --------------------------------------------------------------------------
@@ -132,6 +148,10 @@ def check_common(config: JwtConfig) -> None:
             )
     if not _finite_at_least(config.leeway, 0.0):
         raise ConfigurationError("JWT leeway must be a finite number of seconds >= 0")
+    for name in ("max_lifetime", "max_refresh_lifetime"):
+        value = getattr(config, name)
+        if value is not None and (not _finite_at_least(value, 0.0) or value <= 0):
+            raise ConfigurationError(f"JWT {name} must be a positive number of seconds or None")
     if not _finite_at_least(config.jwks_min_refresh_interval, 0.0) or (
         config.jwks_min_refresh_interval <= 0
     ):

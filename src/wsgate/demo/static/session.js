@@ -53,7 +53,11 @@ export function isAdmin() {
  * Resolves to the new session (with `access_token`) or null when refused.
  */
 export async function renew() {
-  const res = await fetch("/auth/refresh", { method: "POST" });
+  // One refresh at a time across this origin's tabs: a refresh token is good for one use,
+  // and two tabs presenting the same cookie at once would look like a stolen token
+  // (the server then ends the session). The second tab waits and sends the new cookie.
+  const post = () => fetch("/auth/refresh", { method: "POST" });
+  const res = navigator.locks ? await navigator.locks.request("wsgate-refresh", post) : await post();
   const body = await res.json().catch(() => null);
   if (!res.ok || !body || body.error) {
     note("renewal refused: " + (body && body.error ? describe(body.error) : "HTTP " + res.status), "error");
