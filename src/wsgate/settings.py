@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from wsgate.stores.redis_keys import PREFIX_PATTERN
+
 CommaList = Annotated[tuple[str, ...], NoDecode]
 
 
@@ -98,6 +100,23 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         default=None, description="share fan-out, revocation and connection caps via Redis"
+    )
+    redis_prefix: str | None = Field(
+        default=None,
+        pattern=PREFIX_PATTERN,
+        description="namespace of all Redis keys and channels (default: wsgate.dbN, N the URL db)",
+    )
+    redis_pool_size: int = Field(
+        default=64, ge=1, le=10000, description="Redis connections per node; more callers wait"
+    )
+    redis_timeout: float = Field(
+        default=2.0, gt=0, le=60, description="seconds a Redis command (or pool wait) may take"
+    )
+    connection_lease: float = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        description="seconds a node's per-user connection slot lives unless renewed (Redis)",
     )
 
     allow_query_token: bool = Field(

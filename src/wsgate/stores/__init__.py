@@ -8,7 +8,10 @@ This layer imports nothing from the core or the transports.
 
 from wsgate.stores.memory import MemoryRevocationStore
 from wsgate.stores.redis import RedisRevocationStore
+from wsgate.stores.redis_bus import RedisStreamBus
+from wsgate.stores.redis_connector import RedisConnector
 from wsgate.stores.redis_counter import RedisConnectionCounter
+from wsgate.stores.redis_keys import RedisKeys
 from wsgate.stores.refresh_families import (
     MemoryRefreshFamilies,
     RefreshFamilyStore,
@@ -29,8 +32,11 @@ __all__ = [
     "MemoryRefreshFamilies",
     "MemoryRevocationStore",
     "RedisConnectionCounter",
+    "RedisConnector",
+    "RedisKeys",
     "RedisRefreshFamilies",
     "RedisRevocationStore",
+    "RedisStreamBus",
     "RefreshFamilyStore",
     "Revocation",
     "RevocationStore",
