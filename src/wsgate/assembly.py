@@ -28,7 +28,9 @@ from wsgate.security.limits import ConnectionSlots
 from wsgate.security.origin import OriginPolicy
 from wsgate.settings import Settings
 from wsgate.stores.redis import RedisRevocationStore
+from wsgate.stores.redis_control import RedisControl
 from wsgate.stores.redis_counter import RedisConnectionCounter
+from wsgate.stores.redis_keys import RedisKeys
 from wsgate.stores.revocation import RevocationStore
 from wsgate.transports.socketio import SocketIOTransport
 from wsgate.transports.websocket import WebSocketTransport
@@ -80,7 +82,13 @@ def assemble(
     closers: list[Closer] = []
     shared_slots: ConnectionSlots | None = None
     bus: RedisBus | None = None
+    control: RedisControl | None = None
     if settings.redis_url:
+        control = RedisControl(
+            settings.redis_url,
+            RedisKeys.for_url(settings.redis_url, settings.redis_prefix),
+            timeout=settings.redis_timeout,
+        )
         if revocations is None:
             redis_revocations = RedisRevocationStore(settings.redis_url)
             closers.append(redis_revocations.aclose)
@@ -113,6 +121,7 @@ def assemble(
             provider=tracer_provider,
             sub_key=sub_hash_key(settings.trace_sub_key_text(), settings.secret_text()),
         ),
+        control=control,
     )
     if bus is not None:
         runtime.fanout.use_bus(bus)
