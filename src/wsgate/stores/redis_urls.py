@@ -42,12 +42,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 DEFAULT_SENTINEL_PORT = 26379
 DEFAULT_PORT = 6379
@@ -165,21 +168,77 @@ def command_retry() -> Retry:
     return Retry(ExponentialBackoff(cap=0.05, base=0.01), 1, (RedisConnectionError,))
 
 
-def command_client(
-    url: str,
-    *,
-    timeout: float,
-    pool_size: int = 100,
-    name: str = "wsgate",
-) -> Any:
-    """A pooled client for commands (``Redis``, or ``RedisCluster`` for a cluster URL).
+# -- per topology: the factories the stores' client builders plug in by scheme ----------
 
-    On one server and on Sentinel the pool is bounded and *waits* up to
-    ``timeout`` for a free connection. redis-py's cluster client has no
-    waiting pool: there ``pool_size`` bounds each node's connections and a
-    burst beyond it fails (answered as ``unavailable``, never as a bad token).
+
+def sentinel_command(url: str, *, pool_size: int, timeout: float, **options: Any) -> Redis:
+    """The master of a Sentinel service, over a bounded pool that waits up to ``timeout``."""
+    target = parse_url(url)
+    client: Redis = _sentinel(target, timeout).master_for(
+        target.service or "",
+        redis_class=Redis,
+        connection_pool_class=_BlockingSentinelPool,
+        max_connections=pool_size,
+        timeout=timeout,
+        **options,
+    )
+    return client
+
+
+def sentinel_dedicated(url: str, **options: Any) -> Redis:
+    """One connection to the master of a Sentinel service, for one blocking read."""
+    target = parse_url(url)
+    timeout = options.get("socket_connect_timeout") or 2.0
+    client: Redis = _sentinel(target, timeout).master_for(
+        target.service or "", redis_class=Redis, **options
+    )
+    return client
+
+
+def cluster_command(url: str, *, pool_size: int, timeout: float, **options: Any) -> Any:
+    """A ``RedisCluster`` (it routes each command to the node owning its keys' slot).
+
+    redis-py's cluster client has no waiting pool: ``pool_size`` bounds each
+    node's connections and a burst beyond it fails (answered ``unavailable``).
     """
     target = parse_url(url)
+    options.pop("health_check_interval", None)
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+        username=target.username,
+        password=target.password,
+        ssl=target.tls,
+        max_connections=pool_size,
+        **options,
+    )
+
+
+def cluster_dedicated(url: str, *, route_key: str | None = None, **options: Any) -> Redis:
+    """One connection to the cluster node that owns ``route_key``'s slot (any node if None).
+
+    A plain connection, not a ``RedisCluster``: a subscription works on any
+    node (a classic ``PUBLISH`` reaches every node's subscribers), and a
+    blocking read of one key (``XREAD`` of the fan-out stream) works on the
+    node owning its slot, which is found when the connection is first made
+    (so a new client after a failover finds the new owner).
+    """
+    target = parse_url(url)
+    pool = _SlotOwnerPool(
+        target,
+        route_key,
+        username=target.username,
+        password=target.password,
+        **({"connection_class": SSLConnection} if target.tls else {}),
+        **options,
+    )
+    return Redis(connection_pool=pool)
+
+
+# -- what the stores of this branch call --------------------------------------------------
+
+
+def command_client(url: str, *, timeout: float, pool_size: int = 100, name: str = "wsgate") -> Any:
+    """A pooled client for commands (``Redis``, or ``RedisCluster`` for a cluster URL)."""
     options: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
@@ -187,40 +246,21 @@ def command_client(
         "client_name": name,
         "retry": command_retry(),
     }
-    if target.topology is Topology.SENTINEL:
-        return _sentinel(target, timeout).master_for(
-            target.service or "",
-            redis_class=Redis,
-            connection_pool_class=_BlockingSentinelPool,
-            max_connections=pool_size,
-            timeout=timeout,
-            **options,
-        )
-    if target.topology is Topology.CLUSTER:
-        return RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
-            username=target.username,
-            password=target.password,
-            ssl=target.tls,
-            max_connections=pool_size,
-            **options,
-        )
+    topology = parse_url(url).topology
+    if topology is Topology.SENTINEL:
+        return sentinel_command(url, pool_size=pool_size, timeout=timeout, **options)
+    if topology is Topology.CLUSTER:
+        return cluster_command(url, pool_size=pool_size, timeout=timeout, **options)
     pool = BlockingConnectionPool.from_url(
         url, max_connections=pool_size, timeout=timeout, **options
     )
     return Redis(connection_pool=pool)
 
 
-_rotation = itertools.count()
-
-
-def subscriber_client(url: str, *, connect_timeout: float, name: str) -> Redis:
-    """One connection for one subscription: no read deadline, no silent reconnect.
-
-    On Cluster each call picks the next startup node, so a subscription that
-    lost its node comes back on another.
-    """
-    target = parse_url(url)
+def subscriber_client(
+    url: str, *, connect_timeout: float, name: str, route_key: str | None = None
+) -> Redis:
+    """One connection for one subscription or blocking read: no read deadline, no retry."""
     options: dict[str, Any] = {
         "socket_timeout": None,
         "socket_connect_timeout": connect_timeout,
@@ -228,21 +268,11 @@ def subscriber_client(url: str, *, connect_timeout: float, name: str) -> Redis:
         "client_name": name,
         "retry": Retry(NoBackoff(), 0),
     }
-    if target.topology is Topology.SENTINEL:
-        client: Redis = _sentinel(target, connect_timeout).master_for(
-            target.service or "", redis_class=Redis, **options
-        )
-        return client
-    if target.topology is Topology.CLUSTER:
-        host, port = target.nodes[next(_rotation) % len(target.nodes)]
-        return Redis(
-            host=host,
-            port=port,
-            username=target.username,
-            password=target.password,
-            ssl=target.tls,
-            **options,
-        )
+    topology = parse_url(url).topology
+    if topology is Topology.SENTINEL:
+        return sentinel_dedicated(url, **options)
+    if topology is Topology.CLUSTER:
+        return cluster_dedicated(url, route_key=route_key, **options)
     return Redis.from_url(url, **options)
 
 
@@ -271,3 +301,76 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     bound, or failing at ``max_connections`` from 8.0); combined with
     ``BlockingConnectionPool`` a burst waits up to ``timeout`` instead.
     """
+
+
+_rotation = itertools.count()
+"""Which startup node a keyless dedicated cluster connection tries first."""
+
+
+class _SlotOwnerPool(ConnectionPool):
+    """A pool for one cluster node, chosen when its first connection is made.
+
+    With a ``route_key``, the node is the master owning that key's slot
+    (``CLUSTER SLOTS`` asked of the startup nodes in turn); without one, the
+    next startup node.
+    """
+
+    def __init__(self, target: RedisUrl, route_key: str | None, **kwargs: Any) -> None:
+        host, port = target.nodes[next(_rotation) % len(target.nodes)]
+        super().__init__(host=host, port=port, **kwargs)
+        self._target = target
+        self._route_key = route_key
+        self._resolved = route_key is None
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if not self._resolved:
+            self.connection_kwargs["host"], self.connection_kwargs["port"] = await self._owner()
+            self._resolved = True
+        return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call,unused-ignore]
+
+    async def _owner(self) -> tuple[str, int]:
+        assert self._route_key is not None
+        slot = key_slot(self._route_key.encode())
+        kwargs = {
+            k: v
+            for k, v in self.connection_kwargs.items()
+            if k in ("username", "password", "socket_connect_timeout", "ssl")
+        }
+        kwargs["socket_timeout"] = kwargs.get("socket_connect_timeout") or 2.0
+        failure: Exception | None = None
+        for host, port in self._target.nodes:
+            probe = Redis(host=host, port=port, **kwargs)
+            try:
+                ranges = await probe.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call,unused-ignore]
+            except (RedisError, OSError) as exc:
+                failure = exc
+                continue
+            finally:
+                await probe.aclose()
+            owner = _slot_owner(ranges, slot)
+            if owner is not None:
+                return owner
+        raise RedisConnectionError(f"no cluster node could say who owns slot {slot}") from failure
+
+
+def _slot_owner(ranges: Any, slot: int) -> tuple[str, int] | None:
+    """The master ``(host, port)`` of ``slot`` in a ``CLUSTER SLOTS`` reply (as redis-py parses it).
+
+    redis-py answers a dict ``{(start, end): {"primary": (host, port), ...}}``;
+    the raw reply is a list ``[[start, end, [host, port, id], ...], ...]``.
+    """
+    if isinstance(ranges, dict):
+        for (start, end), nodes in ranges.items():
+            if int(start) <= slot <= int(end):
+                host, port = nodes["primary"][:2]
+                return _text(host), int(port)
+        return None
+    for entry in ranges or ():
+        if int(entry[0]) <= slot <= int(entry[1]):
+            host, port = entry[2][0], entry[2][1]
+            return _text(host), int(port)
+    return None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

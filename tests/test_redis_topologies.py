@@ -1,0 +1,141 @@
+"""Sentinel and Cluster URLs: parsed, turned into working clients, and carrying the control plane.
+
+Each Redis set-up is started here (``tests/redis_topologies.py``: a master,
+a replica and a sentinel; three cluster masters) on free ports, and stopped
+by PID. Skipped locally without ``redis-server``; required in CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.exceptions import RedisError
+
+from redis_topologies import cluster_setup, sentinel_setup
+from wsgate.stores.redis_control import RedisControl
+from wsgate.stores.redis_keys import RedisKeys
+from wsgate.stores.redis_urls import (
+    Topology,
+    command_client,
+    parse_url,
+    subscriber_client,
+)
+
+# -- parsing ------------------------------------------------------------------------------
+
+
+def test_a_plain_url_is_left_to_redis_py() -> None:
+    for url in ("redis://h:6379/2", "rediss://u:p@h/0", "unix:///tmp/redis.sock"):
+        assert parse_url(url).topology is Topology.SERVER
+
+
+def test_a_sentinel_url_names_sentinels_service_and_database() -> None:
+    target = parse_url("redis+sentinel://user:s%40cret@s1:26380,s2,[::1]:5000/mymaster/3")
+    assert target.topology is Topology.SENTINEL
+    assert target.nodes == (("s1", 26380), ("s2", 26379), ("::1", 5000))
+    assert (target.service, target.db) == ("mymaster", 3)
+    assert (target.username, target.password) == ("user", "s@cret")
+    assert "cret" not in repr(target)
+    tls = parse_url("rediss+sentinel://s1/m?sentinel_password=sp")
+    assert tls.tls and tls.sentinel_password == "sp" and tls.password is None
+
+
+def test_a_cluster_url_names_startup_nodes() -> None:
+    target = parse_url("redis+cluster://:pw@n1:7000,n2:7001")
+    assert target.topology is Topology.CLUSTER
+    assert target.nodes == (("n1", 7000), ("n2", 7001))
+    assert target.password == "pw" and target.db == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://h", "must start with"),
+        ("redis+sentinel://s1:26379", "service name"),
+        ("redis+sentinel:///mymaster", "at least one host"),
+        ("redis+sentinel://s1:port/m", "port"),
+        ("redis+cluster://n1/2", "no path"),
+        ("redis+cluster://n1?db=1", "database 0"),
+    ],
+)
+def test_malformed_urls_are_refused_without_their_password(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as refused:
+        parse_url(url.replace("://", "://u:hunter2@", 1))
+    assert "hunter2" not in str(refused.value)
+
+
+# -- real set-ups -------------------------------------------------------------------------
+
+
+async def handler(request: Mapping[str, Any]) -> dict[str, Any]:
+    return {"count": 1, "sub": request.get("sub")}
+
+
+async def exercise(url: str) -> None:
+    """Multi-key commands and scripts in one slot; a subscription; the control plane."""
+    keys = RedisKeys("wsgate-topology")
+    client = command_client(url, timeout=2, pool_size=4)
+    try:
+        await client.set(keys.revoked("sub", "ann"), "1")
+        await client.set(keys.revoked("jti", "j1"), "2")
+        # MGET of two keys: one slot thanks to the hash tag, on a cluster too.
+        assert await client.mget([keys.revoked("sub", "ann"), keys.revoked("jti", "j1")]) == [
+            b"1",
+            b"2",
+        ]
+        script = client.register_script("return redis.call('GET', KEYS[1])")
+        assert await script(keys=[keys.revoked("sub", "ann")]) == b"1"
+        # A stream read on a connection without a read deadline, routed to the key's node.
+        stream = keys.fanout_stream
+        await client.xadd(stream, {"m": "x"})
+        reader = subscriber_client(url, connect_timeout=2, name="t", route_key=stream)
+        try:
+            entries = await reader.xread({stream: "0"}, block=100)
+            assert entries[0][1][0][1] == {b"m": b"x"}
+        finally:
+            await reader.aclose()
+    finally:
+        await client.aclose()
+    # Three nodes' control planes: everyone answers everyone.
+    planes = [RedisControl(url, keys, timeout=2) for _ in range(3)]
+    try:
+        for plane in planes:
+            plane.start(handler)
+        assert all([await plane.wait_ready(10) for plane in planes])
+        for _ in range(50):  # presence is renewed at subscription: all three are listed
+            replies, missing = await planes[0].ask({"op": "list_user", "sub": "ann"}, 2)
+            if len(replies) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert set(replies) == {planes[1].node_id, planes[2].node_id}
+        assert missing == ()
+        assert all(reply == {"count": 1, "sub": "ann"} for reply in replies.values())
+    finally:
+        for plane in planes:
+            await plane.aclose()
+
+
+async def test_sentinel_url_works_end_to_end(tmp_path: Path) -> None:
+    async with sentinel_setup(tmp_path) as (url, _):
+        await exercise(url)
+
+
+async def test_cluster_url_works_end_to_end(tmp_path: Path) -> None:
+    async with cluster_setup(tmp_path) as (url, _):
+        await exercise(url)
+
+
+async def test_on_a_cluster_keys_without_one_hash_tag_fail(tmp_path: Path) -> None:
+    """Why the key names carry a hash tag: the same MGET without it is refused."""
+    async with cluster_setup(tmp_path) as (url, _):
+        client = command_client(url, timeout=2, pool_size=4)
+        try:
+            names = [f"wsgate:revoked:{kind}:{n}" for n in range(8) for kind in ("sub", "jti")]
+            with pytest.raises(RedisError):
+                await client.mget(names)
+        finally:
+            await client.aclose()
