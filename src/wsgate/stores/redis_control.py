@@ -160,7 +160,8 @@ class RedisControl:
         try:
             message = _encode({**request, "id": request_id, "from": self.node_id})
             try:
-                await self._client.publish(self.requests_channel, message)
+                # execute_command: redis-py 5's async RedisCluster has no publish().
+                await self._client.execute_command("PUBLISH", self.requests_channel, message)
             except RedisError as exc:
                 raise _unavailable("ask", exc) from exc
             if expected:
@@ -253,7 +254,7 @@ class RedisControl:
         reply = await self._handler(request)
         message = _encode({"re": request_id, "node": self.node_id, "reply": reply})
         try:
-            await self._client.publish(self.keys.node_channel(sender), message)
+            await self._client.execute_command("PUBLISH", self.keys.node_channel(sender), message)
         except RedisError as exc:
             log.error("could not answer a remote request (%s)", type(exc).__name__)
 
