@@ -14,16 +14,14 @@ import pytest
 from clients import connect
 from support import SECRET, free_port, make_token, serve, settings_for
 from wsgate import App
-from wsgate.core.bus import RedisBus
 from wsgate.demo.gateways import Admin, Chat
-from wsgate.stores import RedisRevocationStore
+from wsgate.stores import RedisRevocationStore, RedisStreamBus
 
 
 @contextlib.asynccontextmanager
 async def two_nodes(redis_url: str) -> AsyncIterator[tuple[str, str, RedisRevocationStore]]:
     tag = uuid.uuid4().hex
-    prefix = f"wsgate-test-{tag}:"
-    channel = f"wsgate-test-{tag}:broadcast"
+    prefix = f"wsgate-test-{tag}"
     async with contextlib.AsyncExitStack() as stack:
         urls = []
         for _ in range(2):
@@ -32,10 +30,14 @@ async def two_nodes(redis_url: str) -> AsyncIterator[tuple[str, str, RedisRevoca
             stack.push_async_callback(store.aclose)
             app = App(
                 [Chat(), Admin()],
-                settings_for(port, redis_url=redis_url, allowed_origins="http://app.example"),
+                settings_for(
+                    port,
+                    redis_url=redis_url,
+                    redis_prefix=prefix,
+                    allowed_origins="http://app.example",
+                ),
                 revocations=store,
             )
-            app.runtime.fanout.use_bus(RedisBus(redis_url, channel=channel))
             urls.append(await stack.enter_async_context(serve(app, port)))
             assert app.runtime.fanout.bus is not None
             await asyncio.wait_for(app.runtime.fanout.bus.wait_ready(), 5)
@@ -95,8 +97,9 @@ async def test_revocation_cuts_sockets_on_every_node(redis_url: str) -> None:
 
 async def test_the_bus_carries_what_orjson_cannot_encode(redis_url: str) -> None:
     """An integer beyond 64 bits is valid JSON that orjson refuses: the bus falls back."""
-    channel = f"wsgate-test-{uuid.uuid4().hex}:broadcast"
-    sender, receiver = RedisBus(redis_url, channel=channel), RedisBus(redis_url, channel=channel)
+    prefix = f"wsgate-test-{uuid.uuid4().hex}"
+    sender = RedisStreamBus(redis_url, prefix=prefix)
+    receiver = RedisStreamBus(redis_url, prefix=prefix)
     received: asyncio.Queue[tuple[object, ...]] = asyncio.Queue()
 
     async def deliver(*args: object) -> None:

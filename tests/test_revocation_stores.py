@@ -430,7 +430,7 @@ async def test_redis_watch_reports_a_lost_subscription(
         pending = asyncio.ensure_future(anext(revocations))
         await asyncio.sleep(0.05)
         clients = await raw.client_list()
-        ids = [c["id"] for c in clients if c.get("name") == f"{store._prefix}watch"]
+        ids = [c["id"] for c in clients if c.get("name") == f"{store.keys.prefix}-watch"]
         assert len(ids) == 1
         await raw.client_kill_filter(_id=ids[0])
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wsgate.core.admission import Verifier
-from wsgate.core.bus import RedisBus
+from wsgate.core.bus import Bus
 from wsgate.core.dependencies import Injector
 from wsgate.core.gateway import Gateway
 from wsgate.core.handshake import served_of
@@ -28,9 +28,10 @@ from wsgate.security.limits import ConnectionSlots
 from wsgate.security.origin import OriginPolicy
 from wsgate.settings import Settings
 from wsgate.stores.redis import RedisRevocationStore
+from wsgate.stores.redis_bus import RedisStreamBus
+from wsgate.stores.redis_connector import RedisConnector
 from wsgate.stores.redis_control import RedisControl
 from wsgate.stores.redis_counter import RedisConnectionCounter
-from wsgate.stores.redis_keys import RedisKeys
 from wsgate.stores.revocation import RevocationStore
 from wsgate.transports.socketio import SocketIOTransport
 from wsgate.transports.websocket import WebSocketTransport
@@ -52,6 +53,7 @@ class Assembly:
     websocket: WebSocketTransport
     closers: tuple[Closer, ...]
     injector: Injector
+    redis: RedisConnector | None
     gateways: tuple[Gateway, ...]
 
 
@@ -81,20 +83,27 @@ def assemble(
     metrics = Metrics()
     closers: list[Closer] = []
     shared_slots: ConnectionSlots | None = None
-    bus: RedisBus | None = None
+    bus: Bus | None = None
     control: RedisControl | None = None
+    redis: RedisConnector | None = None
     if settings.redis_url:
-        control = RedisControl(
+        # One connector for the node: one bounded pool, one health prober.
+        # Each store retains it; the last one closed closes it.
+        redis = RedisConnector(
             settings.redis_url,
-            RedisKeys.for_url(settings.redis_url, settings.redis_prefix),
+            prefix=settings.redis_prefix,
+            pool_size=settings.redis_pool_size,
             timeout=settings.redis_timeout,
         )
         if revocations is None:
-            redis_revocations = RedisRevocationStore(settings.redis_url)
+            redis_revocations = RedisRevocationStore(redis)
             closers.append(redis_revocations.aclose)
             revocations = redis_revocations
-        shared_slots = RedisConnectionCounter(settings.redis_url, settings.max_connections_per_user)
-        bus = RedisBus(settings.redis_url)
+        shared_slots = RedisConnectionCounter(
+            redis, settings.max_connections_per_user, lease=settings.connection_lease
+        )
+        bus = RedisStreamBus(redis)
+        control = RedisControl(redis)
     if verifier is None:
         own = TokenVerifier(jwt_config(settings, require_jti=revocations is not None))
         closers.append(own.aclose)
@@ -142,6 +151,7 @@ def assemble(
         closers=tuple(closers),
         injector=injector,
         gateways=tuple(gateways),
+        redis=redis,
     )
 
 

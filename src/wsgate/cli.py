@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar, get_args
 from pydantic import SecretStr, ValidationError
 
 import wsgate
-from wsgate import App, ConfigurationError, Settings
+from wsgate import App, ConfigurationError, Settings, StoreUnavailable
 from wsgate.demo.settings import DemoSettings
 
 
@@ -232,7 +232,15 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         finally:
             await store.aclose()
 
-    print(asyncio.run(revoke()))
+    try:
+        print(asyncio.run(revoke()))
+    except StoreUnavailable:
+        # Refused cleanly, never half done: nothing was stored or announced.
+        print(
+            "wsgate: the revocation store cannot be reached now; nothing was revoked, try again",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -292,7 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--jti", help="one token by its jti")
     add_settings_flags(
         revoke,
-        only=("database", "redis_url", "access_token_ttl", "refresh_token_ttl"),
+        only=(
+            "database",
+            "redis_url",
+            "redis_prefix",
+            "redis_timeout",
+            "access_token_ttl",
+            "refresh_token_ttl",
+        ),
         model=DemoSettings,
     )
     revoke.set_defaults(func=cmd_revoke)

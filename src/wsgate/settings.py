@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     redis_prefix: str | None = Field(
         default=None,
         pattern=PREFIX_PATTERN,
-        description="namespace of every Redis key and channel (default: wsgate.db<N> of the URL)",
+        description="namespace of all Redis keys and channels (default: wsgate.dbN, N the URL db)",
     )
     redis_pool_size: int = Field(
         default=64, ge=1, le=10000, description="Redis connections per node; more callers wait"

@@ -13,7 +13,8 @@ from pydantic_core import to_jsonable_python
 from wsgate.core.bus import Bus
 from wsgate.core.connection import Connection, TransportLink, room_key
 from wsgate.core.tracing import Tracing, set_outcome
-from wsgate.errors import TooManyRequests
+from wsgate.errors import TooManyRequests, Unavailable
+from wsgate.stores.revocation import StoreUnavailable
 
 if TYPE_CHECKING:
     from wsgate.core.remote import RemoteOps
@@ -76,10 +77,20 @@ class Fanout:
     ) -> None:
         payload = to_wire(data)
         target = room_key(room) if room is not None else None
-        await self.deliver_locally(namespace, event, payload, target, skip)
         if self.bus is not None:
+            # Other nodes first: when the bus cannot take the message nobody
+            # gets it, so the 503 the sender sees means "not delivered" and a
+            # retry duplicates nothing. The bus keeps call order, so a
+            # sender's messages arrive in order on every node.
             self.bus.start(self.deliver_locally)
-            await self.bus.publish(namespace, event, payload, target, skip)
+            try:
+                await self.bus.publish(namespace, event, payload, target, skip)
+            except StoreUnavailable:
+                raise Unavailable(
+                    "The message could not be handed to the other nodes and was not "
+                    "delivered; try again"
+                ) from None
+        await self.deliver_locally(namespace, event, payload, target, skip)
 
     async def deliver_locally(
         self, namespace: str, event: str, payload: Any, room: str | None, skip: str | None

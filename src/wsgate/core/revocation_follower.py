@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Callable, Iterable
 
 from wsgate.core.connection import Connection
@@ -28,8 +29,13 @@ log = logging.getLogger("wsgate.revocations")
 PURGE_INTERVAL = 600.0
 """Seconds between purges of expired revocation entries."""
 
-RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
-"""Backoff between watch restarts; the last delay repeats."""
+RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0)
+"""Backoff between watch restarts, each with jitter (x0.5-1); the last delay repeats.
+
+Capped at 1 s so that revocation follows again within about a second of
+the store returning; a store that knows it is down fails each attempt at
+once, so the short cap costs nothing during a long outage.
+"""
 
 
 class RevocationFollower:
@@ -126,7 +132,7 @@ class RevocationFollower:
                     if missed:
                         # Subscribed again: anything revoked while blind is in the store.
                         closed = await self.recheck()
-                        if failures:
+                        if failures and closed:
                             log.info("revocation watch restarted; %d connection(s) cut", closed)
                         missed = False
                     failures = 0
@@ -137,8 +143,10 @@ class RevocationFollower:
                 missed = True
                 delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
                 failures += 1
-                log.error("revocation watch failed; retrying in %.2f s", delay)
-                await asyncio.sleep(delay)
+                if failures == 1:
+                    # One line per outage; the store logs the outage itself.
+                    log.warning("revocation watch lost; retrying every %.2f s at most", delay)
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311
             except Exception:
                 missed = True
                 log.exception("revocation watch crashed; restarting")

@@ -36,7 +36,9 @@ async def page(request: Request) -> Response:
 def revocation_store(settings: DemoSettings) -> RevocationStore:
     """Redis when configured (several nodes share revocations), else the SQLite file."""
     if settings.redis_url:
-        return RedisRevocationStore(settings.redis_url)
+        return RedisRevocationStore(
+            settings.redis_url, prefix=settings.redis_prefix, timeout=settings.redis_timeout
+        )
     return SqliteRevocationStore(settings.database)
 
 

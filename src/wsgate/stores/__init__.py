@@ -8,7 +8,10 @@ the core or the transports.
 
 from wsgate.stores.memory import MemoryRevocationStore
 from wsgate.stores.redis import RedisRevocationStore
+from wsgate.stores.redis_bus import RedisStreamBus
+from wsgate.stores.redis_connector import RedisConnector
 from wsgate.stores.redis_counter import RedisConnectionCounter
+from wsgate.stores.redis_keys import RedisKeys
 from wsgate.stores.revocation import (
     Revocation,
     RevocationStore,
@@ -21,7 +24,10 @@ from wsgate.stores.users import User, UserStore
 __all__ = [
     "MemoryRevocationStore",
     "RedisConnectionCounter",
+    "RedisConnector",
+    "RedisKeys",
     "RedisRevocationStore",
+    "RedisStreamBus",
     "Revocation",
     "RevocationStore",
     "RevocationWatch",

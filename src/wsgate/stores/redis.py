@@ -1,12 +1,16 @@
 """Revocations in Redis, for several nodes behind one load balancer.
 
-Layout (``prefix`` defaults to ``wsgate:``):
+Layout (names from :class:`~wsgate.stores.redis_keys.RedisKeys`):
 
-- ``<prefix>revoked:jti:<jti>`` and ``<prefix>revoked:sub:<sub>`` hold the
+- ``{P}:revoked:jti:<jti>`` and ``{P}:revoked:sub:<sub>`` hold the
   ``revoked_at`` epoch seconds, with a TTL up to ``expires_at``, so Redis
   purges expired entries itself;
-- every revocation is published as JSON on ``<prefix>revocations``, which
+- every revocation is published as JSON on ``{P}:revocations``, which
   each node's watch subscribes to.
+
+Revocations live in Redis' memory: a Redis without persistence (no AOF or
+RDB) that restarts forgets them, and a revoked token that has not expired
+connects again. Run Redis with ``appendonly yes`` when revocations matter.
 
 Pub/sub delivers at most once: a node that is disconnected when a revocation
 is published never receives it. So a watch does not reconnect silently (as
@@ -26,10 +30,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import RedisError
 
+from wsgate.stores.redis_connector import DEFAULT_TIMEOUT, RedisConnector
 from wsgate.stores.revocation import (
     Revocation,
     RevocationKind,
@@ -38,9 +41,6 @@ from wsgate.stores.revocation import (
 )
 
 log = logging.getLogger("wsgate.stores")
-
-DEFAULT_PREFIX = "wsgate:"
-DEFAULT_TIMEOUT = 2.0
 
 # One atomic step: keep the latest revoked_at (a later "sub" revocation
 # covers every token an earlier one did), never shorten the TTL (PEXPIREAT GT
@@ -64,27 +64,30 @@ return 1
 class RedisRevocationStore:
     """Revocations shared by every node connected to the same Redis.
 
-    ``timeout`` bounds connecting and each command, so a hung Redis turns into
-    :class:`StoreUnavailable` (a refused connection) quickly rather than a
-    stalled handshake. :meth:`purge_expired` has nothing to do: keys expire
-    through their TTL.
+    Built from a URL (``prefix`` and ``timeout`` then apply) or from the
+    node's shared :class:`~wsgate.stores.redis_connector.RedisConnector`.
+    ``timeout`` bounds connecting, waiting for a pooled connection and each
+    command; while the connector knows Redis is down, calls fail at once
+    with :class:`StoreUnavailable` (a refused connection) rather than
+    stalling a handshake. :meth:`purge_expired` has nothing to do: keys
+    expire through their TTL.
     """
 
     def __init__(
-        self, url: str, *, prefix: str = DEFAULT_PREFIX, timeout: float = DEFAULT_TIMEOUT
+        self,
+        url: str | RedisConnector,
+        *,
+        prefix: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self._url = url
-        self._prefix = prefix
-        self._timeout = timeout
-        self.channel = f"{prefix}revocations"
-        self._client: Redis = Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            # A couple of quick retries absorb a dropped pooled connection;
-            # redis-py's default (10, up to 1 s apart) would stall handshakes.
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
-        )
+        if isinstance(url, RedisConnector):
+            self.connector = url.retain()
+        else:
+            self.connector = RedisConnector(url, prefix=prefix, timeout=timeout).retain()
+        self.keys = self.connector.keys
+        self._timeout = self.connector.timeout
+        self.channel = self.keys.revocations_channel
+        self._client: Redis = self.connector.client
         self._revoke_script = self._client.register_script(_REVOKE_LUA)
         self._watches: set[_RedisWatch] = set()
         self._closed = False
@@ -92,7 +95,7 @@ class RedisRevocationStore:
 
     def key(self, kind: RevocationKind, value: str) -> str:
         """The Redis key of an entry."""
-        return f"{self._prefix}revoked:{kind}:{value}"
+        return self.keys.revoked(kind, value)
 
     async def revoke_jti(self, jti: str, *, expires_at: float) -> Revocation:
         revocation = Revocation.of_jti(jti, expires_at=expires_at)
@@ -108,13 +111,15 @@ class RedisRevocationStore:
 
     async def is_revoked(self, *, sub: str, jti: str | None, issued_at: float | None) -> bool:
         self._check_open()
+        self.connector.start()
+        self.connector.check("is_revoked")
         keys = [self.key("sub", sub)]
         if jti is not None:
             keys.append(self.key("jti", jti))
         try:
             values: list[Any] = await self._client.mget(keys)
         except RedisError as exc:
-            raise _unavailable("is_revoked", exc) from exc
+            raise self.connector.health.failed("is_revoked", exc) from exc
         if len(values) > 1 and values[1] is not None:
             return True
         if values[0] is None:
@@ -140,10 +145,12 @@ class RedisRevocationStore:
         self._closing.set()
         for watch in list(self._watches):
             await watch.aclose()
-        await self._client.aclose()
+        await self.connector.aclose()
 
     async def _store(self, revocation: Revocation) -> None:
         self._check_open()
+        self.connector.start()
+        self.connector.check("revoke")
         args: list[str | int] = [
             repr(revocation.revoked_at),
             math.ceil(revocation.expires_at * 1000),
@@ -153,16 +160,11 @@ class RedisRevocationStore:
         try:
             await self._revoke_script(keys=[self.key(revocation.kind, revocation.value)], args=args)
         except RedisError as exc:
-            raise _unavailable("revoke", exc) from exc
+            raise self.connector.health.failed("revoke", exc) from exc
 
     def _check_open(self) -> None:
         if self._closed:
             raise StoreUnavailable("the revocation store is closed")
-
-
-def _unavailable(operation: str, exc: RedisError) -> StoreUnavailable:
-    log.error("Redis revocation store failed (%s): %s", operation, exc)
-    return StoreUnavailable("the Redis revocation store cannot answer")
 
 
 class _RedisWatch(RevocationWatch):
@@ -177,15 +179,12 @@ class _RedisWatch(RevocationWatch):
         store = self._store
         store._check_open()
         store._watches.add(self)
-        # retries=0: redis-py would otherwise reconnect and resubscribe
-        # silently, hiding the revocations published while it was away.
-        self._client = Redis.from_url(
-            store._url,
-            socket_connect_timeout=store._timeout,
-            socket_keepalive=True,
-            retry=Retry(NoBackoff(), 0),
-            client_name=f"{store._prefix}watch",  # findable in CLIENT LIST
-        )
+        store.connector.start()
+        store.connector.check("watch")
+        # A dedicated client: no read timeout (an idle subscription is not a
+        # dead one) and no silent reconnect, which would hide the
+        # revocations published while it was away.
+        self._client = store.connector.dedicated("watch")
         self._pubsub = self._client.pubsub()
         try:
             await self._pubsub.subscribe(store.channel)
@@ -198,8 +197,8 @@ class _RedisWatch(RevocationWatch):
                     return
                 if remaining <= 0:
                     raise StoreUnavailable("Redis did not confirm the revocation subscription")
-        except RedisError as exc:
-            raise _unavailable("watch", exc) from exc
+        except (RedisError, OSError) as exc:
+            raise store.connector.health.failed("watch", exc) from exc
 
     async def _next(self) -> Revocation | None:
         pubsub = self._pubsub
@@ -230,10 +229,10 @@ class _RedisWatch(RevocationWatch):
             return None
         try:
             message: dict[str, Any] | None = reading.result()
-        except RedisError as exc:
+        except (RedisError, OSError) as exc:
             if self._closed or self._store._closed:
                 return None
-            raise _unavailable("watch", exc) from exc
+            raise self._store.connector.health.failed("watch", exc) from exc
         return message or {}
 
     async def _close(self) -> None:

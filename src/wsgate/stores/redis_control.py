@@ -32,12 +32,12 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
 
-from wsgate.stores.redis_urls import command_client, subscriber_client
+from wsgate.stores.redis_connector import DEFAULT_TIMEOUT, RedisConnector
 from wsgate.stores.revocation import StoreUnavailable
 
 log = logging.getLogger("wsgate.stores")
@@ -72,33 +72,32 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 
 
-class KeyNames(Protocol):
-    """The part of :class:`wsgate.stores.redis_keys.RedisKeys` this module uses."""
-
-    def name(self, *parts: str) -> str: ...
-
-    def node_channel(self, node_id: str) -> str: ...
-
-
 class RedisControl:
-    """Requests and answers between the nodes sharing one Redis (see the module docstring)."""
+    """Requests and answers between the nodes sharing one Redis (see the module docstring).
+
+    Built from a URL (``prefix`` and ``timeout`` then apply) or from the
+    node's shared :class:`~wsgate.stores.redis_connector.RedisConnector`.
+    """
 
     def __init__(
         self,
-        url: str,
-        keys: KeyNames,
+        url: str | RedisConnector,
         *,
-        timeout: float = 2.0,
+        prefix: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
         node_id: str | None = None,
     ) -> None:
-        self.url = url
-        self.keys = keys
-        self.timeout = timeout
+        if isinstance(url, RedisConnector):
+            self.connector = url.retain()
+        else:
+            self.connector = RedisConnector(url, prefix=prefix, timeout=timeout).retain()
+        self.keys = self.connector.keys
+        self.timeout = self.connector.timeout
         self.node_id = node_id or uuid.uuid4().hex
-        self.requests_channel = keys.name("control")
-        self.answers_channel = keys.node_channel(self.node_id)
-        self.nodes_key = keys.name("nodes")
-        self._client: Any = command_client(url, timeout=timeout, pool_size=8, name="wsgate-control")
+        self.requests_channel = self.keys.name("control")
+        self.answers_channel = self.keys.node_channel(self.node_id)
+        self.nodes_key = self.keys.name("nodes")
+        self._client: Any = self.connector.client
         self._presence = self._client.register_script(_PRESENCE_LUA)
         self._handler: Handler | None = None
         self._task: asyncio.Task[None] | None = None
@@ -111,6 +110,7 @@ class RedisControl:
 
     def start(self, handler: Handler) -> None:
         self._handler = handler
+        self.connector.start()
         if self._closed or (self._task is not None and not self._task.done()):
             return
         self._task = asyncio.get_running_loop().create_task(self._follow(), name="wsgate-control")
@@ -131,10 +131,9 @@ class RedisControl:
         await asyncio.gather(*tasks, return_exceptions=True)
         for pending in self._pending.values():
             pending.done.set()
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(RedisError, OSError, StoreUnavailable):
             await self._client.zrem(self.nodes_key, self.node_id)
-        with contextlib.suppress(RedisError, OSError):
-            await self._client.aclose()
+        await self.connector.aclose()
 
     # -- asking -------------------------------------------------------------------------
 
@@ -147,12 +146,13 @@ class RedisControl:
         # Our answers channel must be live before asking, or answers are lost.
         if not await self.wait_ready(min(timeout, self.timeout)):
             raise StoreUnavailable("the control subscription is not live")
+        self.connector.check("ask")
         try:
             alive = await self._presence(
                 keys=[self.nodes_key], args=[int(PRESENCE_LEASE * 1000), ""]
             )
         except RedisError as exc:
-            raise _unavailable("presence", exc) from exc
+            raise self.connector.health.failed("ask", exc) from exc
         expected = {_text(node) for node in alive} - {self.node_id}
         request_id = uuid.uuid4().hex
         pending = _Pending(expected)
@@ -163,7 +163,7 @@ class RedisControl:
                 # execute_command: redis-py 5's async RedisCluster has no publish().
                 await self._client.execute_command("PUBLISH", self.requests_channel, message)
             except RedisError as exc:
-                raise _unavailable("ask", exc) from exc
+                raise self.connector.health.failed("ask", exc) from exc
             if expected:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(pending.done.wait(), timeout)
@@ -177,9 +177,7 @@ class RedisControl:
     async def _follow(self) -> None:
         delay = 0.05
         while not self._closed:
-            client = subscriber_client(
-                self.url, connect_timeout=self.timeout, name="wsgate-control-sub"
-            )
+            client = self.connector.dedicated("control")
             pubsub = client.pubsub()
             try:
                 await pubsub.subscribe(self.requests_channel, self.answers_channel)
@@ -290,8 +288,3 @@ def _encode(message: dict[str, Any]) -> bytes:
         return orjson.dumps(message)
     except TypeError:  # e.g. an integer beyond 64 bits, valid JSON that orjson refuses
         return json.dumps(message).encode()
-
-
-def _unavailable(operation: str, exc: RedisError) -> StoreUnavailable:
-    log.error("Redis control plane failed (%s): %s", operation, type(exc).__name__)
-    return StoreUnavailable("the other nodes cannot be reached now")

@@ -1,7 +1,7 @@
 """Connections per user counted in Redis, so the cap holds across every node.
 
-Layout (``prefix`` defaults to ``wsgate:conns:``): one sorted set per user,
-``<prefix><sub>``; a member ``<node_id>:<conn_id>`` per live connection,
+Layout: one sorted set per user, ``{P}:conns:<sub>`` (see
+:class:`~wsgate.stores.redis_keys.RedisKeys`); a member ``<node_id>:<conn_id>`` per live connection,
 scored with the expiry of its lease in milliseconds of Redis' own clock (so
 the nodes' clocks never matter). The key's TTL follows its latest lease, so
 Redis drops the set of a user nobody holds anymore.
@@ -11,7 +11,11 @@ Redis drops the set of a user nobody holds anymore.
   nodes can both take the last slot.
 - Each node renews the leases of its own live members every
   ``renew_every`` seconds from one background task, so a node that dies
-  without releasing frees its slots within ``lease`` seconds.
+  without releasing frees its slots within ``lease`` seconds. Renewal
+  *re-adds* a live member Redis no longer has (Redis restarted without
+  persistence, or hung longer than the lease so the member expired): the
+  cap heals instead of staying exceeded for good. It runs again at once
+  when Redis returns from an outage (the connector's recovery hook).
 - ``release`` removes the member. A failure is logged, not raised: the
   lease frees the slot anyway.
 
@@ -29,15 +33,13 @@ import math
 import uuid
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
+from wsgate.stores.redis_connector import RedisConnector
 from wsgate.stores.revocation import StoreUnavailable
 
 log = logging.getLogger("wsgate.stores")
 
-DEFAULT_PREFIX = "wsgate:conns:"
 DEFAULT_LEASE = 60.0
 DEFAULT_RENEW_EVERY = 20.0
 DEFAULT_TIMEOUT = 2.0
@@ -61,15 +63,16 @@ redis.call('PEXPIREAT', KEYS[1], last[2])
 return 1
 """
 
-# KEYS[1] the user's set; ARGV: lease ms, then this node's members. Only
-# members still present are renewed (XX): one released meanwhile, or
-# already expired, is never brought back.
+# KEYS[1] the user's set; ARGV: lease ms, then this node's live members.
+# Every one is (re-)added: a member Redis lost is a live connection all the
+# same. A member released while this ran is removed again by the node
+# right after (see RedisConnectionCounter.renew).
 _RENEW_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local expiry = now + tonumber(ARGV[1])
 for i = 2, #ARGV do
-    redis.call('ZADD', KEYS[1], 'XX', expiry, ARGV[i])
+    redis.call('ZADD', KEYS[1], expiry, ARGV[i])
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
@@ -91,15 +94,17 @@ class RedisConnectionCounter:
 
     def __init__(
         self,
-        url: str,
+        url: str | RedisConnector,
         limit: int,
         *,
-        prefix: str = DEFAULT_PREFIX,
+        prefix: str | None = None,
         lease: float = DEFAULT_LEASE,
-        renew_every: float = DEFAULT_RENEW_EVERY,
+        renew_every: float | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         node_id: str | None = None,
     ) -> None:
+        if renew_every is None:
+            renew_every = min(DEFAULT_RENEW_EVERY, lease / 3)
         if limit < 1:
             raise ValueError("limit must be at least 1")
         if not (math.isfinite(renew_every) and renew_every > 0):
@@ -107,18 +112,17 @@ class RedisConnectionCounter:
         if not (math.isfinite(lease) and lease > renew_every):
             raise ValueError("lease must be longer than renew_every")
         self.limit = limit
-        self.prefix = prefix
         self.lease = lease
         self.renew_every = renew_every
         self.node_id = node_id or uuid.uuid4().hex
         self._lease_ms = math.ceil(lease * 1000)
-        self._client: Redis = Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            # As the revocation store: a quick retry or two, never a stall.
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
-        )
+        if isinstance(url, RedisConnector):
+            self.connector = url.retain()
+        else:
+            self.connector = RedisConnector(url, prefix=prefix, timeout=timeout).retain()
+        self.keys = self.connector.keys
+        self.connector.health.on_recover(self._renew_after_outage)
+        self._client: Redis = self.connector.client
         self._acquire_script = self._client.register_script(_ACQUIRE_LUA)
         self._renew_script = self._client.register_script(_RENEW_LUA)
         self._held: dict[str, set[str]] = {}
@@ -129,7 +133,7 @@ class RedisConnectionCounter:
 
     def key(self, sub: str) -> str:
         """The Redis key of ``sub``'s set."""
-        return f"{self.prefix}{sub}"
+        return self.keys.conns(sub)
 
     def member(self, conn_id: str) -> str:
         """This node's member for ``conn_id``."""
@@ -147,13 +151,13 @@ class RedisConnectionCounter:
         if self._closed:
             raise StoreUnavailable("the Redis connection counter is closed")
         self.start()
+        self.connector.check("acquire")
         try:
             taken = await self._acquire_script(
                 keys=[self.key(sub)], args=[self.limit, self._lease_ms, self.member(conn_id)]
             )
         except RedisError as exc:
-            log.error("Redis connection counter failed (acquire): %s", exc)
-            raise StoreUnavailable("the Redis connection counter cannot answer") from exc
+            raise self.connector.health.failed("acquire", exc) from exc
         except asyncio.CancelledError:
             # The script may have run: give the slot back rather than leave
             # it to the lease.
@@ -176,13 +180,13 @@ class RedisConnectionCounter:
 
     async def _remove(self, sub: str, conn_id: str) -> None:
         try:
+            self.connector.check("release")
             await self._client.zrem(self.key(sub), self.member(conn_id))
+        except StoreUnavailable:
+            pass  # counted by the connector; the lease frees the slot
         except RedisError as exc:
-            log.error(
-                "Redis connection counter failed (release): %s; the slot frees itself within %g s",
-                exc,
-                self.lease,
-            )
+            # The lease frees the slot within ``lease`` seconds anyway.
+            self.connector.health.failed("release", exc)
 
     def _release_later(self, sub: str, conn_id: str) -> None:
         task = asyncio.get_running_loop().create_task(self._remove(sub, conn_id))
@@ -193,6 +197,7 @@ class RedisConnectionCounter:
         """Start the lease renewal (idempotent); call from a running event loop."""
         if self._closed or (self._task is not None and not self._task.done()):
             return
+        self.connector.start()
         self._task = asyncio.get_running_loop().create_task(
             self._renew_forever(), name="wsgate-connection-leases"
         )
@@ -202,26 +207,40 @@ class RedisConnectionCounter:
             await asyncio.sleep(self.renew_every)
             try:
                 await self.renew()
-            except RedisError as exc:
-                log.error(
-                    "Redis connection counter failed (renew): %s; this node's slots expire "
-                    "unless a later renewal succeeds",
-                    exc,
-                )
+            except StoreUnavailable:
+                pass  # counted by the connector; renewed again when Redis returns
             except Exception:
                 log.exception("connection lease renewal failed")
 
+    async def _renew_after_outage(self) -> None:
+        if not self._closed:
+            await self.renew()
+
     async def renew(self) -> None:
-        """Extend the lease of every slot this node holds (the background task's work)."""
+        """Extend (or re-add) the lease of every slot this node holds.
+
+        Raises :class:`StoreUnavailable` when Redis cannot answer.
+        """
+        self.connector.check("renew")
         subs = [(sub, sorted(conns)) for sub, conns in self._held.items() if conns]
-        for start in range(0, len(subs), RENEW_BATCH):
-            async with self._client.pipeline(transaction=False) as pipe:
-                for sub, conns in subs[start : start + RENEW_BATCH]:
-                    members = [self.member(conn_id) for conn_id in conns]
-                    await self._renew_script(
-                        keys=[self.key(sub)], args=[self._lease_ms, *members], client=pipe
-                    )
-                await pipe.execute()
+        try:
+            for start in range(0, len(subs), RENEW_BATCH):
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for sub, conns in subs[start : start + RENEW_BATCH]:
+                        members = [self.member(conn_id) for conn_id in conns]
+                        await self._renew_script(
+                            keys=[self.key(sub)], args=[self._lease_ms, *members], client=pipe
+                        )
+                    await pipe.execute()
+        except RedisError as exc:
+            raise self.connector.health.failed("renew", exc) from exc
+        # A connection released while the renewal ran was re-added by it:
+        # take it out again rather than leave it to its lease.
+        for sub, conns in subs:
+            held = self._held.get(sub, set())
+            for conn_id in conns:
+                if conn_id not in held:
+                    await self._remove(sub, conn_id)
 
     async def aclose(self) -> None:
         """Stop the renewal, give back this node's slots and close the client.
@@ -246,5 +265,5 @@ class RedisConnectionCounter:
                         pipe.zrem(self.key(sub), *(self.member(c) for c in conns))
                     await pipe.execute()
             except RedisError as exc:
-                log.error("Redis connection counter failed (close): %s", exc)
-        await self._client.aclose()
+                log.warning("could not give back this node's connection slots: %s", exc)
+        await self.connector.aclose()

@@ -1,0 +1,91 @@
+"""How wsgate builds its redis-py clients: the two kinds it needs, nothing else.
+
+Why two kinds, each configured by hand rather than left at redis-py's
+defaults (which changed between the versions ``redis>=5.0.1`` allows):
+
+- **command clients** share one *bounded, blocking* pool: past
+  ``pool_size`` connections a caller waits (up to ``timeout``) for one to
+  come back instead of failing (redis-py 8's ``ConnectionPool`` raises
+  ``MaxConnectionsError`` at 100) or opening connections without bound
+  (redis-py 7's). A burst of 1,000 handshakes queues for a moment; it is
+  not refused. Each command has a ``timeout`` read deadline, and a single
+  quick retry only when a pooled connection turns out to be dead
+  (``ConnectionError``), never on a timeout: a hung Redis costs one
+  ``timeout``, not three.
+- **dedicated clients** carry one long blocking read each (a subscription,
+  ``XREAD BLOCK``): no socket read timeout (redis-py 5.0-8.0 applied the
+  2 s ``socket_timeout`` to pub/sub and dropped an idle subscription every
+  2 s), TCP keepalive, and no silent reconnect: the caller sees the drop,
+  and resumes from where it stopped.
+
+Sentinel and Cluster URLs are built elsewhere and plugged in here by
+scheme (see :data:`SCHEMES`), so the stores never care which it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+ClientFactory = Callable[..., Redis]
+"""``(url, **options) -> Redis`` for one URL scheme."""
+
+SCHEMES: dict[str, ClientFactory] = {}
+"""Extra URL schemes (``redis+sentinel``...) -> the factory of their command client."""
+
+DEDICATED_SCHEMES: dict[str, ClientFactory] = {}
+"""Extra URL schemes -> the factory of their dedicated (blocking-read) client."""
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def command_client(
+    url: str, *, pool_size: int, timeout: float, name: str = "wsgate", retries: int = 1
+) -> Redis:
+    """A client over a bounded pool: at most ``pool_size`` connections, callers wait.
+
+    ``retries=0`` for a prober that must see every dropped connection.
+    """
+    factory = SCHEMES.get(_scheme(url))
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "socket_keepalive": True,
+        "client_name": name,
+        # One retry, only for a pooled connection Redis closed (restart, idle
+        # timeout); a timeout is not retried.
+        "retry": Retry(ExponentialBackoff(cap=0.05, base=0.01), retries, (RedisConnectionError,)),
+        "health_check_interval": 0,
+    }
+    if factory is not None:
+        return factory(url, pool_size=pool_size, timeout=timeout, **options)
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=pool_size, timeout=timeout, **options
+    )
+    return Redis(connection_pool=pool)
+
+
+def dedicated_client(url: str, *, connect_timeout: float, name: str) -> Redis:
+    """A client of one connection for one long blocking read; it never reconnects by itself."""
+    factory = DEDICATED_SCHEMES.get(_scheme(url))
+    options: dict[str, Any] = {
+        "socket_timeout": None,
+        "socket_connect_timeout": connect_timeout,
+        "socket_keepalive": True,
+        "client_name": name,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+    }
+    if factory is not None:
+        return factory(url, **options)
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=2, timeout=connect_timeout, **options
+    )
+    return Redis(connection_pool=pool)
