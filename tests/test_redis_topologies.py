@@ -16,14 +16,10 @@ import pytest
 from redis.exceptions import RedisClusterException, RedisError
 
 from redis_topologies import cluster_setup, sentinel_setup
+from wsgate.stores.redis_clients import command_client, dedicated_client
 from wsgate.stores.redis_control import RedisControl
 from wsgate.stores.redis_keys import RedisKeys
-from wsgate.stores.redis_urls import (
-    Topology,
-    command_client,
-    parse_url,
-    subscriber_client,
-)
+from wsgate.stores.redis_urls import Topology, parse_url
 
 # -- parsing ------------------------------------------------------------------------------
 
@@ -76,9 +72,9 @@ async def handler(request: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def exercise(url: str) -> None:
-    """Multi-key commands and scripts in one slot; a subscription; the control plane."""
+    """Multi-key commands, scripts in a pipeline, a stream read, the control plane."""
     keys = RedisKeys("wsgate-topology")
-    client = command_client(url, timeout=2, pool_size=4)
+    client = command_client(url, timeout=2, pool_size=4, route_key=keys.base)
     try:
         await client.set(keys.revoked("sub", "ann"), "1")
         await client.set(keys.revoked("jti", "j1"), "2")
@@ -89,10 +85,14 @@ async def exercise(url: str) -> None:
         ]
         script = client.register_script("return redis.call('GET', KEYS[1])")
         assert await script(keys=[keys.revoked("sub", "ann")]) == b"1"
+        async with client.pipeline(transaction=False) as pipe:  # as the fan-out writer does
+            await script(keys=[keys.revoked("jti", "j1")], client=pipe)
+            await script(keys=[keys.revoked("sub", "ann")], client=pipe)
+            assert await pipe.execute() == [b"2", b"1"]
         # A stream read on a connection without a read deadline, routed to the key's node.
         stream = keys.fanout_stream
         await client.xadd(stream, {"m": "x"})
-        reader = subscriber_client(url, connect_timeout=2, name="t", route_key=stream)
+        reader = dedicated_client(url, connect_timeout=2, name="t", route_key=keys.base)
         try:
             entries = await reader.xread({stream: "0"}, block=100)
             assert entries[0][1][0][1] == {b"m": b"x"}
@@ -101,7 +101,7 @@ async def exercise(url: str) -> None:
     finally:
         await client.aclose()
     # Three nodes' control planes: everyone answers everyone.
-    planes = [RedisControl(url, keys, timeout=2) for _ in range(3)]
+    planes = [RedisControl(url, prefix=keys.prefix, timeout=2) for _ in range(3)]
     try:
         for plane in planes:
             plane.start(handler)
@@ -132,7 +132,7 @@ async def test_cluster_url_works_end_to_end(tmp_path: Path) -> None:
 async def test_on_a_cluster_keys_without_one_hash_tag_fail(tmp_path: Path) -> None:
     """Why the key names carry a hash tag: the same MGET without it is refused."""
     async with cluster_setup(tmp_path) as (url, _):
-        client = command_client(url, timeout=2, pool_size=4)
+        client = command_client(url, timeout=2, pool_size=4, route_key="{x}")
         try:
             names = [f"wsgate:revoked:{kind}:{n}" for n in range(8) for kind in ("sub", "jti")]
             with pytest.raises((RedisError, RedisClusterException)):

@@ -16,22 +16,16 @@
 The credentials are the data server's (the master's, every cluster node's);
 sentinels that need a password of their own take ``sentinel_password``.
 
-Why a module of its own: redis-py has three client classes for these
-(``Redis``, ``Sentinel(...).master_for``, ``RedisCluster``), with different
-constructors and one URL parser that knows only the first. The stores build
-their clients through :func:`command_client` and :func:`subscriber_client`
-and never care which it is. Cluster needs one more thing from the stores:
-every key of one multi-key call in one hash slot, which the hash-tagged key
-names of :mod:`wsgate.stores.redis_keys` guarantee.
+Why a module of its own: redis-py's URL parser knows only the first form,
+and Sentinel needs another constructor. The stores never care which it is:
+:mod:`wsgate.stores.redis_clients` builds their two kinds of client (command
+and dedicated) and hands the other schemes to the factories here, with the
+same options.
 
-Two kinds of client, as everywhere in wsgate's Redis stores:
-
-- a *command* client (pooled; a read deadline of ``timeout`` per command);
-- a *subscriber*: one connection for a pub/sub subscription, without a read
-  deadline (an idle subscription is not an error) and without a silent
-  reconnect (the owner sees the drop and re-checks what it may have missed).
-  On Cluster a classic ``PUBLISH`` reaches the subscribers of every node, so
-  the subscriber is a plain connection to one node, tried in turn.
+On Cluster, every key and channel of one deployment shares one hash tag
+(:mod:`wsgate.stores.redis_keys`), so multi-key calls and scripts stay in one
+slot, and the clients here talk to the master that owns it (see
+:func:`cluster_command` for why that beats ``RedisCluster`` here).
 """
 
 from __future__ import annotations
@@ -42,12 +36,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.backoff import ExponentialBackoff
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -168,12 +161,23 @@ def command_retry() -> Retry:
     return Retry(ExponentialBackoff(cap=0.05, base=0.01), 1, (RedisConnectionError,))
 
 
-# -- per topology: the factories the stores' client builders plug in by scheme ----------
+# -- per topology: the factories redis_clients plugs in by scheme -------------------------
+#
+# Each takes the options wsgate's client builder chose (timeouts, keepalive,
+# retry, client name) and ``route_key``: a key of the deployment (every one
+# of its keys shares one hash tag, so one key routes them all).
 
 
-def sentinel_command(url: str, *, pool_size: int, timeout: float, **options: Any) -> Redis:
-    """The master of a Sentinel service, over a bounded pool that waits up to ``timeout``."""
+def sentinel_command(
+    url: str, *, pool_size: int, timeout: float, route_key: str | None = None, **options: Any
+) -> Redis:
+    """The master of a Sentinel service, over a bounded pool that waits up to ``timeout``.
+
+    redis-py's Sentinel pool follows a failover: a connection that finds
+    the old master gone (or demoted to a replica) asks the sentinels again.
+    """
     target = parse_url(url)
+    options.pop("health_check_interval", None)
     client: Redis = _sentinel(target, timeout).master_for(
         target.service or "",
         redis_class=Redis,
@@ -185,9 +189,10 @@ def sentinel_command(url: str, *, pool_size: int, timeout: float, **options: Any
     return client
 
 
-def sentinel_dedicated(url: str, **options: Any) -> Redis:
+def sentinel_dedicated(url: str, *, route_key: str | None = None, **options: Any) -> Redis:
     """One connection to the master of a Sentinel service, for one blocking read."""
     target = parse_url(url)
+    options.pop("health_check_interval", None)
     timeout = options.get("socket_connect_timeout") or 2.0
     client: Redis = _sentinel(target, timeout).master_for(
         target.service or "", redis_class=Redis, **options
@@ -195,85 +200,60 @@ def sentinel_dedicated(url: str, **options: Any) -> Redis:
     return client
 
 
-def cluster_command(url: str, *, pool_size: int, timeout: float, **options: Any) -> Any:
-    """A ``RedisCluster`` (it routes each command to the node owning its keys' slot).
+def cluster_command(
+    url: str, *, pool_size: int, timeout: float, route_key: str | None = None, **options: Any
+) -> Redis:
+    """A plain client to the cluster master that owns the deployment's hash slot.
 
-    redis-py's cluster client has no waiting pool: ``pool_size`` bounds each
-    node's connections and a burst beyond it fails (answered ``unavailable``).
+    Not redis-py's ``RedisCluster``, on purpose: every key and channel of a
+    deployment shares one hash tag (:mod:`wsgate.stores.redis_keys`), so all
+    of them live on one master, and a plain client to it runs everything the
+    stores do, on every redis-py version the pins allow: scripts inside
+    pipelines (which ``RedisCluster`` refuses), ``PUBLISH`` (which its async
+    client lacks in redis-py 5), the same bounded pool that waits. The owner
+    is asked of the startup nodes (``CLUSTER SLOTS``) when the first
+    connection is made, and again after a connection to it fails, so a
+    failover to a replica is followed. Scaling out *one* deployment across
+    masters is not what Cluster gives wsgate; running many deployments (or
+    sharing the cluster with other data) is.
     """
-    target = parse_url(url)
-    options.pop("health_check_interval", None)
-    return RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
-        username=target.username,
-        password=target.password,
-        ssl=target.tls,
-        max_connections=pool_size,
-        **options,
+    return Redis(
+        connection_pool=_SlotOwnerPool(
+            parse_url(url), route_key, max_connections=pool_size, timeout=timeout, **options
+        )
     )
 
 
 def cluster_dedicated(url: str, *, route_key: str | None = None, **options: Any) -> Redis:
-    """One connection to the cluster node that owns ``route_key``'s slot (any node if None).
+    """One connection to the master owning ``route_key``'s slot (any node when None).
 
-    A plain connection, not a ``RedisCluster``: a subscription works on any
-    node (a classic ``PUBLISH`` reaches every node's subscribers), and a
-    blocking read of one key (``XREAD`` of the fan-out stream) works on the
-    node owning its slot, which is found when the connection is first made
-    (so a new client after a failover finds the new owner).
+    A subscription works on any node (a classic ``PUBLISH`` reaches every
+    node's subscribers); a blocking read of one key (``XREAD`` of the
+    fan-out stream) needs the node owning its slot.
     """
-    target = parse_url(url)
-    pool = _SlotOwnerPool(
-        target,
-        route_key,
-        username=target.username,
-        password=target.password,
-        **({"connection_class": SSLConnection} if target.tls else {}),
-        **options,
+    timeout = options.get("socket_connect_timeout") or 2.0
+    return Redis(
+        connection_pool=_SlotOwnerPool(
+            parse_url(url), route_key, max_connections=2, timeout=timeout, **options
+        )
     )
-    return Redis(connection_pool=pool)
 
 
-# -- what the stores of this branch call --------------------------------------------------
+COMMAND_FACTORIES: dict[str, Any] = {
+    "redis+sentinel": sentinel_command,
+    "rediss+sentinel": sentinel_command,
+    "redis+cluster": cluster_command,
+    "rediss+cluster": cluster_command,
+}
+"""URL scheme -> command client factory (registered in :mod:`wsgate.stores.redis_clients`)."""
 
-
-def command_client(url: str, *, timeout: float, pool_size: int = 100, name: str = "wsgate") -> Any:
-    """A pooled client for commands (``Redis``, or ``RedisCluster`` for a cluster URL)."""
-    options: dict[str, Any] = {
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-        "socket_keepalive": True,
-        "client_name": name,
-        "retry": command_retry(),
-    }
-    topology = parse_url(url).topology
-    if topology is Topology.SENTINEL:
-        return sentinel_command(url, pool_size=pool_size, timeout=timeout, **options)
-    if topology is Topology.CLUSTER:
-        return cluster_command(url, pool_size=pool_size, timeout=timeout, **options)
-    pool = BlockingConnectionPool.from_url(
-        url, max_connections=pool_size, timeout=timeout, **options
-    )
-    return Redis(connection_pool=pool)
-
-
-def subscriber_client(
-    url: str, *, connect_timeout: float, name: str, route_key: str | None = None
-) -> Redis:
-    """One connection for one subscription or blocking read: no read deadline, no retry."""
-    options: dict[str, Any] = {
-        "socket_timeout": None,
-        "socket_connect_timeout": connect_timeout,
-        "socket_keepalive": True,
-        "client_name": name,
-        "retry": Retry(NoBackoff(), 0),
-    }
-    topology = parse_url(url).topology
-    if topology is Topology.SENTINEL:
-        return sentinel_dedicated(url, **options)
-    if topology is Topology.CLUSTER:
-        return cluster_dedicated(url, route_key=route_key, **options)
-    return Redis.from_url(url, **options)
+DEDICATED_FACTORIES: dict[str, Any] = {
+    "redis+sentinel": sentinel_dedicated,
+    "rediss+sentinel": sentinel_dedicated,
+    "redis+cluster": cluster_dedicated,
+    "rediss+cluster": cluster_dedicated,
+}
+"""URL scheme -> dedicated (blocking-read) client factory."""
 
 
 def _sentinel(target: RedisUrl, timeout: float) -> Sentinel:
@@ -307,36 +287,60 @@ _rotation = itertools.count()
 """Which startup node a keyless dedicated cluster connection tries first."""
 
 
-class _SlotOwnerPool(ConnectionPool):
-    """A pool for one cluster node, chosen when its first connection is made.
+class _SlotOwnerPool(BlockingConnectionPool):
+    """A bounded, waiting pool to the cluster master that owns one hash slot.
 
-    With a ``route_key``, the node is the master owning that key's slot
-    (``CLUSTER SLOTS`` asked of the startup nodes in turn); without one, the
-    next startup node.
+    The owner is found when a connection is first needed and found again
+    after a connection fails (the master may have failed over): the pool's
+    connections are then pointed at the new owner. Without a ``route_key``,
+    the startup nodes are used in turn.
     """
 
     def __init__(self, target: RedisUrl, route_key: str | None, **kwargs: Any) -> None:
         host, port = target.nodes[next(_rotation) % len(target.nodes)]
-        super().__init__(host=host, port=port, **kwargs)
+        if target.tls:
+            kwargs["connection_class"] = SSLConnection
+        super().__init__(
+            host=host, port=port, username=target.username, password=target.password, **kwargs
+        )
         self._target = target
         self._route_key = route_key
-        self._resolved = route_key is None
+        self._stale = route_key is not None
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        if not self._resolved:
-            self.connection_kwargs["host"], self.connection_kwargs["port"] = await self._owner()
-            self._resolved = True
-        return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call,unused-ignore]
+        if self._stale:
+            await self._point_at(await self._owner())
+        try:
+            return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call,unused-ignore]
+        except (RedisConnectionError, OSError):
+            self._stale = self._route_key is not None
+            raise
+
+    async def _point_at(self, owner: tuple[str, int]) -> None:
+        """Send this pool's connections, present and future, to ``owner``."""
+        host, port = owner
+        self._stale = False
+        if (self.connection_kwargs.get("host"), self.connection_kwargs.get("port")) == owner:
+            return
+        self.connection_kwargs["host"], self.connection_kwargs["port"] = host, port
+        for name in ("_available_connections", "_in_use_connections", "_connections"):
+            for connection in list(getattr(self, name, None) or ()):
+                if connection is not None and hasattr(connection, "host"):
+                    connection.host, connection.port = host, port
+                    if name == "_available_connections":
+                        await connection.disconnect()
 
     async def _owner(self) -> tuple[str, int]:
         assert self._route_key is not None
         slot = key_slot(self._route_key.encode())
-        kwargs = {
+        kwargs: dict[str, Any] = {
             k: v
             for k, v in self.connection_kwargs.items()
-            if k in ("username", "password", "socket_connect_timeout", "ssl")
+            if k in ("username", "password", "socket_connect_timeout")
         }
         kwargs["socket_timeout"] = kwargs.get("socket_connect_timeout") or 2.0
+        if self._target.tls:
+            kwargs["ssl"] = True
         failure: Exception | None = None
         for host, port in self._target.nodes:
             probe = Redis(host=host, port=port, **kwargs)
