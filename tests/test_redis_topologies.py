@@ -8,14 +8,21 @@ by PID. Skipped locally without ``redis-server``; required in CI.
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from redis.exceptions import RedisClusterException, RedisError
 
+from clients import Refused, connect
 from redis_topologies import cluster_setup, sentinel_setup
+from support import SECRET, free_port, make_token, serve, settings_for, wsgate_process
+from wsgate import App, RedisRevocationStore
+from wsgate.demo.gateways import Admin, Chat
 from wsgate.stores.redis_clients import command_client, dedicated_client
 from wsgate.stores.redis_control import RedisControl
 from wsgate.stores.redis_keys import RedisKeys
@@ -139,3 +146,90 @@ async def test_on_a_cluster_keys_without_one_hash_tag_fail(tmp_path: Path) -> No
                 await client.mget(names)
         finally:
             await client.aclose()
+
+
+# -- wsgate nodes on each set-up -----------------------------------------------------------
+
+
+async def two_nodes_work(url: str, tmp_path: Path) -> None:
+    """A ``wsgate demo`` process and an in-process App on ``url``: connect, rooms, revocation.
+
+    Also the per-user cap (the lease script) and a remote operation (the
+    control plane), so every Redis store of a node has run on the set-up.
+    """
+    prefix = f"wsgate-test-{uuid.uuid4().hex[:12]}"
+    env = {
+        "WSGATE_JWT_SECRET": SECRET,
+        "WSGATE_REDIS_URL": url,
+        "WSGATE_REDIS_PREFIX": prefix,
+        "WSGATE_MAX_CONNECTIONS_PER_USER": "2",
+        "WSGATE_LOG_LEVEL": "warning",
+    }
+    port = free_port()
+    app = App(
+        [Chat(), Admin()],
+        settings_for(port, redis_url=url, redis_prefix=prefix, max_connections_per_user=2),
+    )
+    async with (
+        wsgate_process("demo", "--database", str(tmp_path / "demo.db"), env=env) as (demo, _),
+        serve(app, port) as local,
+    ):
+        token = make_token(sub="carl")
+        async with (
+            connect("socketio", demo, token=make_token(sub="ann")) as ann,
+            connect("websocket", local, token=make_token(sub="ben")) as ben,
+            connect("websocket", local, token=token) as carl,
+            connect("socketio", demo, token=make_token(sub="carl")) as carl_too,
+            connect("socketio", demo, token=make_token(sub="root", roles=["admin"]),
+                    namespace="/admin") as root,
+        ):  # fmt: skip
+            # Room fan-out both ways, across transports and nodes, in order.
+            assert await ann.call("join", {"room": "lobby"}) == {"room": "lobby"}
+            assert await ben.call("join", {"room": "lobby"}) == {"room": "lobby"}
+            for index in range(10):
+                assert await ann.call("say", {"room": "lobby", "text": f"a{index}"}) == {
+                    "delivered": True
+                }
+            got = [(await ben.next_event("message"))["text"] for _ in range(10)]
+            assert got == [f"a{index}" for index in range(10)]
+            assert await ben.call("say", {"room": "lobby", "text": "from ben"}) == {
+                "delivered": True
+            }
+            texts = [(await ann.next_event("message"))["text"] for _ in range(11)]
+            assert texts[-1] == "from ben"
+
+            # The per-user cap holds across the two nodes (carl holds 2 of 2).
+            with pytest.raises(Refused) as refused:
+                async with connect("websocket", demo, token=make_token(sub="carl")):
+                    pass
+            assert refused.value.code == "too_many_connections"
+
+            # A remote operation sees both nodes.
+            listed = await root.call("admin:connections", {"sub": "carl"})
+            assert listed["missing"] == []
+            assert len({c["node"] for c in listed["connections"]}) == 2
+
+            # Revocation made through the set-up cuts the socket on the other node.
+            store = RedisRevocationStore(url, prefix=prefix)
+            try:
+                jti = jwt.decode(token, SECRET, algorithms=["HS256"])["jti"]
+                await store.revoke_jti(jti, expires_at=time.time() + 600)
+                assert await carl.next_event("auth:revoked") == {"reason": "token_revoked"}
+                await carl.wait_closed(timeout=5)
+                assert carl_too.connected
+                with pytest.raises(Refused) as again:
+                    async with connect("socketio", demo, token=token):
+                        pass
+                assert again.value.code == "token_revoked"
+            finally:
+                await store.aclose()
+
+
+async def test_wsgate_nodes_on_sentinel(tmp_path: Path) -> None:
+    async with sentinel_setup(tmp_path / "redis") as (url, _):
+        await two_nodes_work(url, tmp_path)
+
+
+async def test_wsgate_nodes_on_cluster(tmp_path: Path) -> None:
+    async with cluster_setup(tmp_path / "redis") as (url, _):
+        await two_nodes_work(url, tmp_path)
