@@ -32,6 +32,7 @@ from wsgate.core.metadata import (
     use_guards,
 )
 from wsgate.core.pushes import emits
+from wsgate.core.remote import ClusterAnswer, ConnectionInfo
 from wsgate.core.server import Server
 from wsgate.errors import (
     BadRequest,
@@ -73,8 +74,10 @@ __all__ = [
     "BadRequest",
     "CallNext",
     "CloseReason",
+    "ClusterAnswer",
     "Code",
     "ConfigurationError",
+    "ConnectionInfo",
     "ConnectionRefused",
     "Context",
     "DependencyOverrides",

@@ -30,6 +30,7 @@ from wsgate.settings import Settings
 from wsgate.stores.redis import RedisRevocationStore
 from wsgate.stores.redis_bus import RedisStreamBus
 from wsgate.stores.redis_connector import RedisConnector
+from wsgate.stores.redis_control import RedisControl
 from wsgate.stores.redis_counter import RedisConnectionCounter
 from wsgate.stores.redis_keys import RedisKeys
 from wsgate.stores.revocation import RevocationStore
@@ -84,6 +85,7 @@ def assemble(
     closers: list[Closer] = []
     shared_slots: ConnectionSlots | None = None
     bus: Bus | None = None
+    control: RedisControl | None = None
     redis: RedisConnector | None = None
     if settings.redis_url:
         # One connector for the node: one bounded pool, one health prober
@@ -111,6 +113,7 @@ def assemble(
             redis, settings.max_connections_per_user, lease=settings.connection_lease
         )
         bus = RedisStreamBus(redis)
+        control = RedisControl(redis)
     if verifier is None:
         own = TokenVerifier(jwt_config(settings, require_jti=revocations is not None))
         closers.append(own.aclose)
@@ -137,6 +140,7 @@ def assemble(
             provider=tracer_provider,
             sub_key=sub_hash_key(settings.trace_sub_key_text(), settings.secret_text()),
         ),
+        control=control,
     )
     if bus is not None:
         runtime.fanout.use_bus(bus)

@@ -6,7 +6,7 @@ Internal to the core. Applications see it through :class:`wsgate.Server`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_jsonable_python
 
@@ -15,6 +15,9 @@ from wsgate.core.connection import Connection, TransportLink, room_key
 from wsgate.core.tracing import Tracing, set_outcome
 from wsgate.errors import TooManyRequests, Unavailable
 from wsgate.stores.revocation import StoreUnavailable
+
+if TYPE_CHECKING:
+    from wsgate.core.remote import RemoteOps
 
 
 def to_wire(data: Any) -> Any:
@@ -38,6 +41,8 @@ class Fanout:
         self.transports: list[TransportLink] = []
         self.connections: dict[str, Connection] = {}
         self.bus: Bus | None = None
+        self.remote: RemoteOps | None = None
+        """Operations on every node (set by the runtime; see :mod:`wsgate.core.remote`)."""
         self.max_rooms_per_connection = max_rooms_per_connection
 
     def attach(self, transport: TransportLink) -> None:

@@ -27,6 +27,7 @@ from wsgate.core.handshakes import HandshakeSlots
 from wsgate.core.port import Port
 from wsgate.core.refresh import REFRESH_EVENT, Refresher
 from wsgate.core.registry import NamespaceSpec
+from wsgate.core.remote import ControlPlane, RemoteOps
 from wsgate.core.resolution import Resolution, release_scope
 from wsgate.core.revocation_follower import RevocationFollower
 from wsgate.core.server import Server
@@ -71,6 +72,7 @@ class Runtime:
         leeway: float = 0.0,
         expiry_grace: float = 0.0,
         tracing: Tracing | None = None,
+        control: ControlPlane | None = None,
     ) -> None:
         for spec in registry.values():
             if REFRESH_EVENT in spec.handlers:
@@ -87,6 +89,8 @@ class Runtime:
         )
         self.server = Server(self.fanout)
         self.sessions = Sessions(self.fanout, metrics, leeway=leeway, grace=expiry_grace)
+        self.remote = RemoteOps(self.fanout, self.sessions, control)
+        self.fanout.remote = self.remote
         self.rate = EventRateLimiter(rate_limit)
         self.slots: ConnectionSlots = (
             connection_slots
@@ -143,6 +147,7 @@ class Runtime:
             self.follower.ensure_started()
         if self.fanout.bus is not None:
             self.fanout.bus.start(self.fanout.deliver_locally)
+        self.remote.start()
         self.slots.start()
 
     async def release(self, connection: Connection, reason: str) -> None:
@@ -225,6 +230,7 @@ class Runtime:
             await self.follower.aclose()
         if self.fanout.bus is not None:
             await self.fanout.bus.aclose()
+        await self.remote.aclose()
         await self.slots.aclose()
         await self.sessions.aclose()
 

@@ -33,13 +33,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from wsgate.stores.redis_urls import COMMAND_FACTORIES, DEDICATED_FACTORIES, parse_url
+
 ClientFactory = Callable[..., Redis]
 """``(url, **options) -> Redis`` for one URL scheme."""
 
-SCHEMES: dict[str, ClientFactory] = {}
+SCHEMES: dict[str, ClientFactory] = dict(COMMAND_FACTORIES)
 """Extra URL schemes (``redis+sentinel``...) -> the factory of their command client."""
 
-DEDICATED_SCHEMES: dict[str, ClientFactory] = {}
+DEDICATED_SCHEMES: dict[str, ClientFactory] = dict(DEDICATED_FACTORIES)
 """Extra URL schemes -> the factory of their dedicated (blocking-read) client."""
 
 
@@ -57,12 +59,20 @@ def _scheme(url: str) -> str:
 
 
 def command_client(
-    url: str, *, pool_size: int, timeout: float, name: str = "wsgate", retries: int = 1
+    url: str,
+    *,
+    pool_size: int,
+    timeout: float,
+    name: str = "wsgate",
+    retries: int = 1,
+    route_key: str | None = None,
 ) -> Redis:
     """A client over a bounded pool: at most ``pool_size`` connections, callers wait.
 
     ``retries=0`` for a prober that must see every dropped connection.
+    ``route_key``: a key of the deployment, which a Cluster URL routes by.
     """
+    parse_url(url)  # a malformed or unknown URL fails here, without its password
     factory = SCHEMES.get(_scheme(url))
     options: dict[str, Any] = {
         "socket_timeout": timeout,
@@ -75,14 +85,16 @@ def command_client(
         "health_check_interval": 0,
     }
     if factory is not None:
-        return factory(url, pool_size=pool_size, timeout=timeout, **options)
+        return factory(url, pool_size=pool_size, timeout=timeout, route_key=route_key, **options)
     pool = BlockingConnectionPool.from_url(
         url, max_connections=pool_size, timeout=timeout * POOL_WAIT_FACTOR, **options
     )
     return Redis(connection_pool=pool)
 
 
-def dedicated_client(url: str, *, connect_timeout: float, name: str) -> Redis:
+def dedicated_client(
+    url: str, *, connect_timeout: float, name: str, route_key: str | None = None
+) -> Redis:
     """A client of one connection for one long blocking read; it never reconnects by itself."""
     factory = DEDICATED_SCHEMES.get(_scheme(url))
     options: dict[str, Any] = {
@@ -94,7 +106,7 @@ def dedicated_client(url: str, *, connect_timeout: float, name: str) -> Redis:
         "health_check_interval": 0,
     }
     if factory is not None:
-        return factory(url, **options)
+        return factory(url, route_key=route_key, **options)
     pool = BlockingConnectionPool.from_url(
         url, max_connections=2, timeout=connect_timeout, **options
     )

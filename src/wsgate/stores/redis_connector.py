@@ -35,16 +35,25 @@ class RedisConnector:
         self.timeout = timeout
         self.keys = RedisKeys.for_url(url, prefix)
         self.client: Redis = command_client(
-            url, pool_size=pool_size, timeout=timeout, name=f"{self.keys.prefix}-cmd"
+            url,
+            pool_size=pool_size,
+            timeout=timeout,
+            name=f"{self.keys.prefix}-cmd",
+            route_key=self.keys.base,  # Cluster: every key of ours is in this one's slot
         )
-        self.health = RedisHealth(url, timeout=timeout, name=f"{self.keys.prefix}-health")
+        self.health = RedisHealth(
+            url, timeout=timeout, name=f"{self.keys.prefix}-health", route_key=self.keys.base
+        )
         self._users = 0
         self._closed = False
 
     def dedicated(self, role: str) -> Redis:
         """A new client of one connection for a long blocking read (close it after use)."""
         return dedicated_client(
-            self.url, connect_timeout=self.timeout, name=f"{self.keys.prefix}-{role}"
+            self.url,
+            connect_timeout=self.timeout,
+            name=f"{self.keys.prefix}-{role}",
+            route_key=self.keys.base,
         )
 
     def start(self) -> None:

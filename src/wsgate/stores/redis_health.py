@@ -57,11 +57,18 @@ Recover = Callable[[], Awaitable[None]]
 class RedisHealth:
     """Probes Redis with TIME on its own connection and keeps the outage books."""
 
-    def __init__(self, url: str, *, timeout: float, name: str = "wsgate-health") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        name: str = "wsgate-health",
+        route_key: str | None = None,
+    ) -> None:
         self.timeout = timeout
         self.state = HealthState.UNKNOWN
         self._client: Redis = command_client(
-            url, pool_size=1, timeout=timeout, name=name, retries=0
+            url, pool_size=1, timeout=timeout, name=name, retries=0, route_key=route_key
         )
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
