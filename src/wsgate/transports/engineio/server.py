@@ -106,10 +106,14 @@ class EngineServer:
 
     def __init__(self, handler: EngineHandler, config: EngineConfig) -> None:
         self.handler = handler
-        self.config = config
         self.sessions: dict[str, Session] = {}
         self.malformed = 0
         """Malformed packets received (each closed its session)."""
+        self.configure(config)
+
+    def configure(self, config: EngineConfig) -> None:
+        """Use ``config`` for the sessions opened from now on."""
+        self.config = config
         self._handshake = {
             "pingInterval": round(config.ping_interval * 1000),
             "pingTimeout": round(config.ping_timeout * 1000),
@@ -139,7 +143,7 @@ class EngineServer:
 
     def _malformed(self, session: Session, what: str) -> None:
         self.malformed += 1
-        log.info("closing an Engine.IO session: malformed packet (%s)", what)
+        log.debug("closing an Engine.IO session: malformed packet (%s)", what)
         session.close("parse_error", flush=False)
 
     async def _packet(self, session: Session, kind: PacketType, data: str | bytes) -> None:

@@ -62,7 +62,6 @@ class Session:
 
     __slots__ = (
         "_heartbeat",
-        "_max_queued",
         "_on_closing",
         "_on_finished",
         "_outbox",
@@ -74,6 +73,7 @@ class Session:
         "close_reason",
         "config",
         "context",
+        "max_queued",
         "posting",
         "sid",
         "state",
@@ -96,7 +96,8 @@ class Session:
         self.close_reason: str | None = None
         self.context: Any = None
         self.posting = False
-        self._max_queued = config.max_queued_frames
+        self.max_queued = config.max_queued_frames
+        """Frames that may wait for this client (the engine's ``max_queued_frames``)."""
         self._on_closing = on_closing
         self._on_finished = on_finished
         self._outbox: collections.deque[str | bytes] = collections.deque()
@@ -121,7 +122,7 @@ class Session:
         """Queue one encoded frame (``"4..."`` text or a binary message); never waits."""
         if not self.accepting:
             return
-        if len(self._outbox) >= self._max_queued:
+        if len(self._outbox) >= self.max_queued:
             log.warning("closing an Engine.IO session: the client is not reading its messages")
             self.close("slow_consumer", flush=False)
             return

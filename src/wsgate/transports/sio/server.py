@@ -323,7 +323,7 @@ class SocketServer(EngineHandler):
 
     def _malformed(self, client: Client, what: str) -> None:
         self.malformed += 1
-        log.info("closing a Socket.IO session: malformed packet (%s)", what)
+        log.debug("closing a Socket.IO session: malformed packet (%s)", what)
         client.session.close("parse_error", flush=False)
 
     def _deadline_passed(self, client: Client) -> None:
