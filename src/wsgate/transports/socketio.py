@@ -144,7 +144,9 @@ class SocketIOTransport:
         client.context = _Session(handshake, slot)
 
     def closed(self, client: Client, reason: str) -> None:
-        self._decided(client.context)
+        slot = self._decided(client.context)
+        if slot is not None:
+            slot.release()
 
     def _decided(self, state: _Session) -> HandshakeSlot | None:
         """The first CONNECT is decided (or the session is gone); returns the slot it held."""
