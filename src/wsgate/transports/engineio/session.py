@@ -233,7 +233,7 @@ class Session:
                         await send({"type": "websocket.send", "text": frame})
                     else:
                         await send({"type": "websocket.send", "bytes": frame})
-                if self.state is SessionState.CLOSING:
+                if not self.accepting:
                     code = 1000 if self.close_reason != "slow_consumer" else 1008
                     await asyncio.wait_for(
                         send({"type": "websocket.close", "code": code}), CLOSE_SEND_TIMEOUT
@@ -292,6 +292,8 @@ class Session:
         poll = self._poll
         if poll is not None and not poll.done():
             poll.set_result(None)
+        if self._ws_wakeup is not None:
+            self._ws_wakeup.set()  # the writer sends the close frame
         self._outbox.clear()
         self._on_finished(self)
 
