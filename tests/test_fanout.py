@@ -1,12 +1,11 @@
-"""Broadcasts after issue 5's fast path: encoded once, queued straight on each recipient.
+"""Broadcasts: encoded once, queued straight on each recipient.
 
-The Socket.IO transport no longer goes through python-socketio's per-recipient
-tasks, so these tests pin down what ``emit`` used to guarantee: every member
+These tests pin down what a Socket.IO ``emit`` guarantees: every member
 gets every message once and in order, on websocket and long-polling Socket.IO
 clients and on /ws alike; ``skip_self`` leaves out the sender only; other
 namespaces and non-members get nothing; binary data still goes out as a
-binary packet; and the JSON encoder answers as the standard library did for
-what orjson refuses.
+binary packet (and decodes as python-socketio's own codec reads it); and the
+JSON encoder answers as the standard library does for what orjson refuses.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,7 +26,7 @@ from clients import connect, connect_socketio
 from support import free_port, make_token, serve, settings_for
 from wsgate import App, Context, Gateway, subscribe
 from wsgate.demo.gateways import Admin, Chat
-from wsgate.transports.socketio import FastJson, GatewayPacket
+from wsgate.transports.sio.packet import PacketError, PacketType, decode, dumps, encode
 
 MESSAGES = 20
 
@@ -136,8 +134,8 @@ async def test_binary_data_still_goes_out_as_a_binary_packet(app_url: tuple[App,
     app, url = app_url
     async with connect("socketio", url, token=make_token("a")) as client:
         assert await client.call("join", {"room": "r", "text": "-"}) is True
-        await app.parts.socketio.sio.broadcast(
-            "message", {"blob": b"\x00\x01\xff"}, namespace="/", room=None, skip=None
+        await app.parts.socketio.broadcast(
+            "/", "message", {"blob": b"\x00\x01\xff"}, room=None, skip=None
         )
         assert await client.next_event("message") == {"blob": b"\x00\x01\xff"}
 
@@ -156,25 +154,18 @@ async def test_binary_data_still_goes_out_as_a_binary_packet(app_url: tuple[App,
         {"deep": [[[{"a": []}]]]},
     ],
 )
-def test_fast_json_encodes_to_the_same_json_value_as_the_standard_library(value: Any) -> None:
-    encoded = FastJson.dumps(value, separators=(",", ":"))
+def test_packet_json_is_the_same_json_value_as_the_standard_library(value: Any) -> None:
+    encoded = dumps(value)
     assert json.loads(encoded) == json.loads(json.dumps(value, separators=(",", ":")))
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        '["echo",{"text":"x"}]',
-        '["n",NaN]',
-        '["big",123456789012345678901234567890]',
-        '["neg",-9223372036854775809]',
-    ],
-)
-def test_fast_json_decodes_what_the_standard_library_decodes(text: str) -> None:
-    ours, theirs = FastJson.loads(text), json.loads(text)
-    assert repr(ours) == repr(theirs) or (
-        isinstance(ours[1], float) and math.isnan(ours[1]) and math.isnan(theirs[1])
+def test_incoming_json_is_read_strictly_and_exactly() -> None:
+    assert (
+        decode('2["big",123456789012345678901234567890]', 4).data[1]
+        == 123456789012345678901234567890
     )
+    with pytest.raises(PacketError):
+        decode('2["n",NaN]', 4)
 
 
 json_data = st.recursive(
@@ -185,14 +176,16 @@ json_data = st.recursive(
 
 
 @given(json_data)
-def test_binary_detection_matches_python_socketio(data: Any) -> None:
-    assert GatewayPacket.data_is_binary(data) == sio_packet.Packet.data_is_binary(data)
-
-
-def test_the_packet_class_is_ours_only() -> None:
-    """orjson is set on our subclass, never on python-socketio's shared Packet class."""
-    assert sio_packet.Packet.json is not FastJson
-    assert GatewayPacket.json is FastJson
+def test_our_packets_decode_as_python_socketio_reads_them(data: Any) -> None:
+    """Binary or not, python-socketio's own codec reads back exactly what was encoded."""
+    frames = encode(PacketType.EVENT, "/chat", ["message", data], 7)
+    assert frames[0][0] == "4"  # an Engine.IO MESSAGE
+    theirs = sio_packet.Packet(encoded_packet=frames[0][1:])
+    for attachment in frames[1:]:
+        theirs.add_attachment(attachment)
+    assert theirs.namespace == "/chat" and theirs.id == 7
+    assert theirs.data == ["message", data]
+    assert (theirs.packet_type == sio_packet.BINARY_EVENT) == (len(frames) > 1)
 
 
 async def test_many_recipients_get_each_message_exactly_once(app_url: tuple[App, str]) -> None:
@@ -217,8 +210,6 @@ async def test_a_recipient_whose_queue_is_full_is_closed_not_buffered(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A client that stops reading must not make the server buffer every broadcast for it."""
-    from wsgate.transports import socketio as transport_module
-
     port = free_port()
     app = App([Chat(), Admin()], settings_for(port))
     async with serve(app, port) as url:
@@ -229,7 +220,8 @@ async def test_a_recipient_whose_queue_is_full_is_closed_not_buffered(
             await reader.call("join", {"room": "r"})
             await stalled.call("join", {"room": "r"})
             # Pretend every queue is full: the broadcast must drop the recipient.
-            monkeypatch.setattr(transport_module, "MAX_QUEUED_PACKETS", 0)
+            for session in app.parts.socketio.engine.sessions.values():
+                monkeypatch.setattr(session, "max_queued", 0)
             await reader.send("say", {"room": "r", "text": "hello"})  # its ack would never come
             await stalled.wait_closed(timeout=3)
             await reader.wait_closed(timeout=3)  # it was a recipient too

@@ -1,9 +1,10 @@
-"""python-socketio has no connect timeout: wsgate drops Engine.IO sessions that never connect."""
+"""Engine.IO sessions that never connect a namespace are dropped at the connect deadline."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 
@@ -86,8 +87,8 @@ async def test_a_client_that_stops_answering_pings_is_closed_and_released() -> N
     """Without a per-poll timer, dead clients are still found: by Engine.IO's ping check."""
     port = free_port()
     app = App([Chat()], settings_for(port))
-    app.parts.socketio.sio.eio.ping_interval = 0.3
-    app.parts.socketio.sio.eio.ping_timeout = 0.3
+    engine = app.parts.socketio.engine
+    engine.configure(dataclasses.replace(engine.config, ping_interval=0.3, ping_timeout=0.3))
     async with serve(app, port) as url:
         ws_url = url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
         async with websockets.connect(ws_url, ping_interval=None) as ws:

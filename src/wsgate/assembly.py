@@ -145,8 +145,7 @@ def assemble(
     if bus is not None:
         runtime.fanout.use_bus(bus)
 
-    def cors_allowed(origin: str | None, environ: dict[str, Any] | None = None) -> bool:
-        scope = (environ or {}).get("asgi.scope", {})
+    def cors_allowed(origin: str, scope: Any) -> bool:
         return origins.is_allowed(origin, served=served_of(scope))
 
     return Assembly(

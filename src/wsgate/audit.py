@@ -105,8 +105,6 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [_handler(fmt)]
     root.setLevel(level.upper())
-    for noisy in ("engineio.server", "socketio.server"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def ensure_logging(level: str = "info", fmt: str = "text") -> bool:

@@ -1,134 +1,91 @@
-"""Socket.IO transport: python-socketio speaks the protocol, the core decides everything else.
+"""Socket.IO for gateways: wsgate's own engine bound to the core's port.
 
-python-socketio has no hook that tells a handler whether the client asked for
-an ack, and none for a connect deadline, so two of its (stable, long-lived)
-private methods are overridden here; the dependency is pinned to <6 for it.
-Events go to the core's port, which runs each in a task of its own (with the
-per-connection in-flight cap): python-socketio hands messages over one at a
-time (it turns Engine.IO's ``async_handlers`` off), so without that a slow
-handler held up its client's next events. This bridge is being replaced by
-wsgate's own Engine.IO/Socket.IO engine (issue 9).
+:mod:`wsgate.transports.engineio` speaks Engine.IO, :mod:`wsgate.transports.sio`
+speaks Socket.IO; this module is the one place where that protocol stack
+meets the core, through :mod:`wsgate.core.port` only (as ``/ws`` does):
 
-Message size: every Engine.IO message is measured before python-socketio
-decodes it; an event over ``max_message_bytes`` is answered with a 413 error
-object (through its ack, or as an ``exception`` event) and never decoded.
-Engine.IO's own ``max_http_buffer_size`` is set to twice that as the hard
-cap: a message beyond it is not even read, and Engine.IO closes the
-connection (a polling POST gets HTTP 413).
-
-Performance (issue 5, measured in bench/README.md): Socket.IO packets are
-JSON-encoded with orjson (the standard library stays the fallback for what
-orjson refuses), and a broadcast is encoded once and put straight on each
-recipient's Engine.IO send queue, where python-socketio would start one task
-per recipient.
+- a new Engine.IO session takes a pending-handshake slot
+  (``max_pending_handshakes`` in total and per address) and holds it until
+  its first CONNECT is decided, so sessions that never connect are bounded
+  by those caps, not only by the connect deadline. Past the caps the session
+  still opens, but its CONNECT is answered at once with CONNECT_ERROR
+  ``too_many_connections`` and the session closed; at most
+  :data:`MAX_REFUSED_SESSIONS` such sessions wait for their CONNECT, beyond
+  that the handshake itself gets HTTP 503 with the error object;
+- a session whose first CONNECT is refused, and that has no other
+  namespace, is closed after the CONNECT_ERROR went out;
+- each event runs in a task of its own through ``port.submit`` (the
+  per-connection in-flight cap, tasks cancelled when the connection ends),
+  so a slow handler never delays the same client's ``ping``;
+- replies go through the session's bounded outbox, acks included;
+- broadcasts encode a packet once and queue the same frames for every
+  recipient.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
+import dataclasses
 import logging
-import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
-import engineio
-import orjson
-import socketio
-from engineio import packet as eio_packet
-from socketio import packet
+from starlette.types import Receive, Scope, Send
 
 from wsgate.core.port import (
+    CloseReason,
     Connection,
     ConnectionRefused,
     Handshake,
+    HandshakeSlot,
+    InternalError,
     Port,
     Reply,
-    has_long_integer,
-    message_too_large,
 )
-from wsgate.transports.engineio_session import (
-    drop_session,
-    install_fast_poll,
-    release_pending_poll,
-)
+from wsgate.transports.engineio import EngineConfig, EngineServer, OpenRefused
+from wsgate.transports.sio import Client, Socket, SocketConfig, SocketServer
+from wsgate.transports.sio.packet import PacketType, encode
+
+__all__ = ["MAX_REFUSED_SESSIONS", "SocketIOTransport"]
 
 log = logging.getLogger("wsgate.socketio")
 
-MAX_QUEUED_PACKETS = 1024
-"""Packets waiting for one Socket.IO client before it counts as not reading (as on /ws)."""
+MAX_REFUSED_SESSIONS: Final = 256
+"""Sessions refused a handshake slot that may wait to be told so in a CONNECT_ERROR."""
 
-HARD_CAP_FACTOR = 2
-"""Engine.IO closes on messages over this many times ``max_message_bytes``."""
+HARD_CAP_FACTOR: Final = 2
+"""Engine.IO's ``maxPayload`` is this many times ``max_message_bytes``: a message between
+the two is answered with a 413 error object; beyond it, it is not read at all."""
 
-_HEADER_SCAN = 256
-"""How far into an oversize packet to look for the start of its JSON data."""
-
-
-class FastJson:
-    """The ``json`` module python-socketio calls, backed by orjson.
-
-    Every answer is the standard library's, which python-socketio used
-    before: orjson refuses integers beyond 64 bits, strings holding lone
-    surrogates, non-string keys, and (on input) ``NaN``/``Infinity``, and for
-    those the standard library answers instead. One difference would be
-    silent: orjson reads an integer beyond 64 bits as a float, so input with
-    a run of 19 or more digits (rare: ids and timestamps are shorter) is left
-    to the standard library. orjson writes non-ASCII characters as UTF-8
-    rather than ``\\u`` escapes: the same JSON value in fewer bytes, as the
-    /ws transport already sends.
-    """
-
-    @staticmethod
-    def dumps(obj: Any, **kwargs: Any) -> str:
-        try:
-            return orjson.dumps(obj).decode()
-        except TypeError:  # orjson.JSONEncodeError is a TypeError
-            return json.dumps(obj, **kwargs)
-
-    @staticmethod
-    def loads(text: str | bytes, **kwargs: Any) -> Any:
-        if has_long_integer(text):
-            return json.loads(text, **kwargs)
-        try:
-            return orjson.loads(text)
-        except orjson.JSONDecodeError:
-            return json.loads(text, **kwargs)
+_REASONS: Final = {
+    "client_disconnect": CloseReason.CLIENT_DISCONNECT,
+    "slow_consumer": CloseReason.SLOW_CONSUMER,
+    "payload_too_large": CloseReason.PAYLOAD_TOO_LARGE,
+}
 
 
-class GatewayPacket(packet.Packet):  # type: ignore[misc]
-    """python-socketio's packet with orjson and a cheaper binary check.
+@dataclass(slots=True)
+class _Session:
+    """What the binding keeps per Engine.IO session: its handshake, and until the first
+    CONNECT is decided, its pending-handshake slot (or the refusal of one)."""
 
-    Passed as the server's ``serializer`` (its documented way to swap the
-    packet class), so the JSON choice stays on this server and does not leak
-    into other python-socketio servers in the process.
-    """
+    handshake: Handshake
+    slot: HandshakeSlot | None
+    refusal: ConnectionRefused | None = None
+    undecided: bool = True
 
-    json = FastJson
 
-    @classmethod
-    def data_is_binary(cls, data: Any) -> bool:
-        """Same answer as python-socketio's, without building a list per level.
+@dataclass(slots=True, eq=False)
+class _Peer:
+    """A connected socket as the core knows it."""
 
-        The stock version walks the whole structure through
-        ``functools.reduce`` over a list it allocates for every container;
-        replies and broadcasts are checked on every packet.
-        """
-        kind = type(data)
-        if kind is str or kind is int or kind is float or kind is bool or data is None:
-            return False
-        if isinstance(data, bytes | bytearray):
-            return True
-        if isinstance(data, list):
-            return any(cls.data_is_binary(item) for item in data)
-        if isinstance(data, dict):
-            return any(cls.data_is_binary(item) for item in data.values())
-        return False
+    connection: Connection | None = None
+    rooms: set[tuple[str, str]] = dataclasses.field(default_factory=set)
 
 
 class SocketIOTransport:
-    """Bridges a python-socketio AsyncServer to the core :class:`Runtime`."""
+    """The core's :class:`~wsgate.core.port.TransportLink` for Socket.IO; ``asgi`` serves it."""
 
     name = "socketio"
 
@@ -136,312 +93,241 @@ class SocketIOTransport:
         self,
         port: Port,
         *,
-        origin_allowed: Callable[[str], bool],
-        client_manager: socketio.AsyncManager | None = None,
-        path: str = "socket.io",
+        origin_allowed: Callable[[str, Scope], bool],
+        ping_interval: float = 25.0,
+        ping_timeout: float = 20.0,
     ) -> None:
         self.port = port
-        self.connect_timeout = port.connect_timeout
-        self.max_message_bytes = max_message_bytes = port.max_message_bytes
-        self._close_reasons: dict[str, str] = {}
-        self.sio = _GatewaySocketIOServer(
+        self.max_message_bytes = port.max_message_bytes
+        self.sockets = SocketServer(
             self,
-            async_mode="asgi",
-            # Every namespace reaches the core, which refuses unknown ones with
-            # the contract's code (python-socketio's own answer carries none).
-            namespaces="*",
-            cors_allowed_origins=origin_allowed,
-            cors_credentials=True,
-            max_http_buffer_size=HARD_CAP_FACTOR * max_message_bytes,
-            client_manager=client_manager,
-            serializer=GatewayPacket,
-            logger=False,
-            engineio_logger=False,
+            SocketConfig(
+                connect_timeout=port.connect_timeout, max_message_bytes=port.max_message_bytes
+            ),
         )
-        for namespace in [*port.namespaces(), "*"]:
-            self.sio.register_namespace(_LifecycleBridge(self, namespace))
-        self.asgi = socketio.ASGIApp(self.sio, socketio_path=path)
+        self.engine = EngineServer(
+            self.sockets,
+            EngineConfig(
+                ping_interval=ping_interval,
+                ping_timeout=ping_timeout,
+                max_payload=HARD_CAP_FACTOR * port.max_message_bytes,
+                upgrade_timeout=port.connect_timeout,
+                cors=origin_allowed,
+            ),
+        )
+        self._peers: dict[str, Socket] = {}
+        self._members: dict[str, set[Socket]] = {}
+        self._rooms: dict[tuple[str, str], set[Socket]] = {}
+        self._refused_waiting = 0
+        self._releasing: set[asyncio.Task[None]] = set()
         port.attach(self)
 
-    # -- calls from python-socketio -------------------------------------------------
+    async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.engine(scope, receive, send)
 
-    async def on_connect(
-        self, sid: str, namespace: str, environ: dict[str, Any], auth: Any
-    ) -> None:
-        scope = environ.get("asgi.scope", {})
-        handshake = Handshake.from_asgi_scope(scope, auth=auth, transport=self.name)
+    # -- SocketHandler: calls from the protocol stack --------------------------------
+
+    def open(self, client: Client, scope: Scope) -> None:
+        handshake = Handshake.from_asgi_scope(scope, transport=self.name)
         try:
-            await self.port.admit(namespace, handshake, sid, self)
+            slot = self.port.take_handshake_slot(
+                handshake, conn_id=client.session.sid, transport=self.name
+            )
         except ConnectionRefused as refusal:
-            raise socketio.exceptions.ConnectionRefusedError(
-                refusal.message, {"code": str(refusal.code)}
-            ) from None
+            if self._refused_waiting >= MAX_REFUSED_SESSIONS:
+                raise OpenRefused(
+                    503, {"status": 503, "code": str(refusal.code), "message": refusal.message}
+                ) from None
+            self._refused_waiting += 1
+            client.context = _Session(handshake, None, refusal)
+            return
+        client.context = _Session(handshake, slot)
 
-    async def on_disconnect(self, sid: str, reason: str) -> None:
-        connection = self.port.connection(sid)
-        if connection is not None:
-            await self.port.release(connection, self._close_reasons.pop(sid, str(reason)))
-        else:
-            self._close_reasons.pop(sid, None)
+    def closed(self, client: Client, reason: str) -> None:
+        slot = self._decided(client.context)
+        if slot is not None:
+            slot.release()
 
-    async def on_event(self, eio_sid: str, namespace: str, ack_id: int | None, data: Any) -> None:
-        sid = self.sio.manager.sid_from_eio_sid(eio_sid, namespace)
-        connection = self.port.connection(sid) if sid else None
+    def _decided(self, state: _Session) -> HandshakeSlot | None:
+        """The first CONNECT is decided (or the session is gone); returns the slot it held."""
+        if not state.undecided:
+            return None
+        state.undecided = False
+        slot, state.slot = state.slot, None
+        if state.refusal is not None:
+            self._refused_waiting -= 1
+        return slot
+
+    async def connect(self, socket: Socket, auth: Any) -> dict[str, Any] | None:
+        client = socket.client
+        state: _Session = client.context
+        # The first CONNECT of a session uses (and gives back) the session's slot;
+        # a later one holds a slot of its own while it is checked.
+        first = state.undecided
+        slot = self._decided(state)
+        if first and state.refusal is not None:
+            return self._refused(client, socket, state.refusal)
+        handshake = dataclasses.replace(state.handshake, auth=auth)
+        peer = _Peer()
+        socket.context = peer
+        # Registered before admit, so that on_connect can join rooms and emit; what
+        # it sends waits behind the CONNECT answer (Socket.send_frames).
+        self._register(socket)
+        try:
+            peer.connection = await self.port.admit(
+                socket.namespace, handshake, socket.sid, self, slot=slot
+            )
+        except ConnectionRefused as refusal:
+            self._forget(socket)
+            return self._refused(client, socket, refusal)
+        return None
+
+    def _refused(
+        self, client: Client, socket: Socket, refusal: ConnectionRefused
+    ) -> dict[str, Any]:
+        if not any(other is not socket for other in client.sockets.values()):
+            # Nothing else on this session: it ends once the CONNECT_ERROR is out.
+            asyncio.get_running_loop().call_soon(client.close, "connect_refused")
+        return {"message": refusal.message, "data": {"code": str(refusal.code)}}
+
+    async def event(self, socket: Socket, event: str, args: list[Any], ack_id: int | None) -> None:
+        peer: _Peer | None = socket.context
+        connection = peer.connection if peer is not None else None
         if connection is None or connection.closed:
             return
-        if not isinstance(data, list) or not data or not isinstance(data[0], str):
-            return
+        payload = args[0] if args else None
+        await self.port.submit(connection, event, payload, _responder(socket, ack_id))
 
-        async def respond(reply: Reply) -> None:
-            await self._reply(eio_sid, sid, namespace, ack_id, reply.data, reply.failed)
-
-        await self.port.submit(connection, data[0], data[1] if len(data) > 1 else None, respond)
-
-    async def on_oversize(
-        self, eio_sid: str, namespace: str, ack_id: int | None, size: int
-    ) -> None:
-        """A message over ``max_message_bytes``: a 413 answer, the message never decoded."""
-        sid = self.sio.manager.sid_from_eio_sid(eio_sid, namespace)
-        connection = self.port.connection(sid) if sid else None
+    async def oversize(self, socket: Socket, ack_id: int | None, size: int) -> None:
+        peer: _Peer | None = socket.context
+        connection = peer.connection if peer is not None else None
         if connection is None or connection.closed:
             return
         reply = self.port.oversize(connection, size)
-        await self._reply(eio_sid, sid, namespace, ack_id, reply, True)
+        await _responder(socket, ack_id)(Reply(reply, failed=True))
 
-    async def _reply(
-        self,
-        eio_sid: str,
-        sid: str,
-        namespace: str,
-        ack_id: int | None,
-        reply: Any,
-        failed: bool,
-    ) -> None:
-        if ack_id is not None:
-            await self.sio.send_ack(eio_sid, namespace, ack_id, reply)
-        elif failed:
-            await self.send(sid, namespace, "exception", reply)
+    def disconnected(self, socket: Socket, reason: str) -> None:
+        self._forget(socket)
+        peer: _Peer | None = socket.context
+        connection = peer.connection if peer is not None else None
+        if connection is None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.port.release(connection, _REASONS.get(reason, CloseReason.TRANSPORT_CLOSE))
+        )
+        self._releasing.add(task)
+        task.add_done_callback(self._released)
+
+    def _released(self, task: asyncio.Task[None]) -> None:
+        self._releasing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("releasing a Socket.IO connection failed", exc_info=task.exception())
+
+    # -- registry ------------------------------------------------------------------------
+
+    def _register(self, socket: Socket) -> None:
+        self._peers[socket.sid] = socket
+        self._members.setdefault(socket.namespace, set()).add(socket)
+
+    def _forget(self, socket: Socket) -> None:
+        if self._peers.get(socket.sid) is socket:
+            del self._peers[socket.sid]
+        members = self._members.get(socket.namespace)
+        if members is not None:
+            members.discard(socket)
+            if not members:
+                del self._members[socket.namespace]
+        peer: _Peer | None = socket.context
+        if peer is None:
+            return
+        for key in peer.rooms:
+            room = self._rooms.get(key)
+            if room is not None:
+                room.discard(socket)
+                if not room:
+                    del self._rooms[key]
+        peer.rooms.clear()
 
     # -- TransportLink: calls from the core -------------------------------------------
 
     async def send(self, conn_id: str, namespace: str, event: str, data: Any) -> None:
-        # A Socket.IO sid is also the name of its own room: the broadcast path
-        # reaches exactly that connection, without emit's task per recipient.
-        await self.sio.broadcast(event, data, namespace=namespace, room=conn_id, skip=None)
+        socket = self._peers.get(conn_id)
+        if socket is not None and socket.namespace == namespace:
+            socket.send_frames(encode(PacketType.EVENT, namespace, _args(event, data)))
 
     async def broadcast(
         self, namespace: str, event: str, data: Any, *, room: str | None, skip: str | None
     ) -> None:
-        await self.sio.broadcast(event, data, namespace=namespace, room=room, skip=skip)
+        members = (
+            self._members.get(namespace) if room is None else self._rooms.get((namespace, room))
+        )
+        if not members:
+            return
+        frames = encode(PacketType.EVENT, namespace, _args(event, data))  # once, for everyone
+        for socket in list(members):
+            if socket.sid != skip:
+                socket.send_frames(frames)
 
     async def enter_room(self, conn_id: str, namespace: str, room: str) -> None:
-        await self.sio.enter_room(conn_id, room, namespace=namespace)
+        socket = self._peers.get(conn_id)
+        if socket is None or socket.namespace != namespace:
+            return
+        key = (namespace, room)
+        self._rooms.setdefault(key, set()).add(socket)
+        socket.context.rooms.add(key)
 
     async def leave_room(self, conn_id: str, namespace: str, room: str) -> None:
-        await self.sio.leave_room(conn_id, room, namespace=namespace)
+        socket = self._peers.get(conn_id)
+        key = (namespace, room)
+        if socket is None or key not in socket.context.rooms:
+            return
+        socket.context.rooms.discard(key)
+        members = self._rooms[key]
+        members.discard(socket)
+        if not members:
+            del self._rooms[key]
 
     async def close(self, conn_id: str, namespace: str, reason: str) -> None:
-        """Disconnect the namespace; the transport goes too once no namespace is left.
+        """Disconnect the namespace; the Engine.IO session goes too once no namespace is left.
 
         A well-behaved client closes its transport after its last namespace
         was disconnected; one that does not would otherwise keep an idle
-        Engine.IO session open for as long as it answers pings.
+        session open for as long as it answers pings.
         """
-        self._close_reasons[conn_id] = reason
-        eio_sid = self.sio.manager.eio_sid_from_sid(conn_id, namespace)
-        await self.sio.disconnect(conn_id, namespace=namespace)
-        if eio_sid is not None and not self.sio.has_namespace(eio_sid):
-            await drop_session(self.sio.eio, eio_sid, "server_disconnect")
-
-    def connection(self, conn_id: str) -> Connection | None:
-        return self.port.connection(conn_id)
-
-
-class _LifecycleBridge(socketio.AsyncNamespace):  # type: ignore[misc]
-    """Routes connect/disconnect of one namespace to the transport."""
-
-    def __init__(self, transport: SocketIOTransport, namespace: str) -> None:
-        super().__init__(namespace)
-        self.transport = transport
-
-    async def trigger_event(self, event: str, *args: Any) -> Any:
-        namespace = self.namespace
-        if namespace == "*":  # the catch-all gets the namespace as its first argument
-            namespace, *rest = args
-            args = tuple(rest)
-        if event == "connect":
-            sid, environ = args[0], args[1]
-            auth = args[2] if len(args) > 2 else None
-            await self.transport.on_connect(sid, namespace, environ, auth)
-            return True
-        if event == "disconnect":
-            await self.transport.on_disconnect(args[0], args[1] if len(args) > 1 else "unknown")
-            return None
-        return None
-
-
-class _GatewaySocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
-    """python-socketio with an ack-aware event path and a namespace-connect deadline."""
-
-    def __init__(self, transport: SocketIOTransport, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._transport = transport
-        self._deadlines: dict[str, asyncio.TimerHandle] = {}
-        self._closing: set[asyncio.Task[None]] = set()
-
-    async def _handle_event(
-        self, eio_sid: str, namespace: str | None, id: int | None, data: Any
-    ) -> None:
-        await self._transport.on_event(eio_sid, namespace or "/", id, data)
-
-    async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
-        limit = self._transport.max_message_bytes
-        if not message_too_large(data, limit):
-            await super()._handle_eio_message(eio_sid, data)
+        socket = self._peers.get(conn_id)
+        if socket is None or socket.namespace != namespace:
             return
-        size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "replace"))
-        pending = self._binary_packet.pop(eio_sid, None)
-        if pending is not None:
-            # An oversize attachment: the whole binary event is dropped.
-            namespace, ack_id = pending.namespace, pending.id
-        elif isinstance(data, str):
-            header = self._oversize_header(data)
-            if header is None:
-                log.info("dropped an oversize message that is not an event (%d bytes)", size)
-                return
-            namespace, ack_id = header
-        else:
-            log.info("dropped an unexpected oversize binary message (%d bytes)", size)
+        client = socket.client
+        self.sockets.disconnect(socket, reason)
+        if not client.sockets:
+            client.close(reason)
+
+
+def _args(event: str, data: Any) -> list[Any]:
+    if isinstance(data, tuple):
+        return [event, *data]
+    if data is not None:
+        return [event, data]
+    return [event]
+
+
+def _responder(socket: Socket, ack_id: int | None) -> Callable[[Reply], Any]:
+    """How a reply goes out: through the ack, or as an ``exception`` event when it failed."""
+
+    async def respond(reply: Reply) -> None:
+        if ack_id is None and not reply.failed:
             return
-        await self._transport.on_oversize(eio_sid, namespace or "/", ack_id, size)
-
-    def _oversize_header(self, data: str) -> tuple[str | None, int | None] | None:
-        """Namespace and ack id of an oversize EVENT packet, read without decoding its JSON.
-
-        The packet is ``2[/<namespace>,][<id>]<json>``; its JSON data is an
-        array, so the header ends at the first ``[``.
-        """
-        if data[:1] != str(packet.EVENT):
-            return None
-        start = data.find("[", 1, _HEADER_SCAN)
-        if start < 0:
-            return None
         try:
-            head = self.packet_class(encoded_packet=data[:start])
-        except ValueError:
-            return None
-        return head.namespace, head.id
+            if ack_id is not None:
+                socket.ack(ack_id, [reply.data])
+            else:
+                socket.emit("exception", reply.data)
+        except TypeError:
+            log.error("a reply is not JSON; sending a 500 instead")
+            error = InternalError().to_payload()
+            if ack_id is not None:
+                socket.ack(ack_id, [error])
+            else:
+                socket.emit("exception", error)
 
-    async def broadcast(
-        self, event: str, data: Any, *, namespace: str, room: str | None, skip: str | None
-    ) -> None:
-        """``emit`` to a room or a namespace: one encode, then a queue put per recipient.
-
-        python-socketio's ``AsyncManager.emit`` already encodes once, but
-        then starts one task per recipient (``_send_eio_packet``) and waits
-        for them all; at 1,000 members that is 1,000 tasks per message and a
-        third of the CPU in the garbage collector (bench/profile_baseline.md).
-        Here the already-encoded Engine.IO packet goes straight onto each
-        recipient's send queue, which is all ``AsyncSocket.send`` does on its
-        normal path: the socket's own writer (websocket) or its next poll
-        (long-polling) delivers it, in order with everything else queued for
-        that socket. Recipients come from python-socketio's manager, so room
-        membership stays its business.
-
-        Falls back to ``emit`` whenever this shortcut would not be exactly
-        what ``emit`` does: another client manager (e.g. a pub/sub manager,
-        which also publishes to other servers) or a packet with binary
-        attachments (several Engine.IO packets per message).
-        """
-        manager = self.manager
-        if type(manager) is not socketio.AsyncManager:
-            await self.emit(event, data, to=room, namespace=namespace, skip_sid=skip)
-            return
-        if namespace not in manager.rooms:
-            return
-        if isinstance(data, tuple):
-            args = [event, *data]
-        elif data is not None:
-            args = [event, data]
-        else:
-            args = [event]
-        encoded = self.packet_class(packet.EVENT, namespace=namespace, data=args).encode()
-        if not isinstance(encoded, str):
-            await self.emit(event, data, to=room, namespace=namespace, skip_sid=skip)
-            return
-        message = eio_packet.Packet(eio_packet.MESSAGE, encoded)
-        sockets = self.eio.sockets
-        ping_timeout = self.eio.ping_timeout
-        now = time.time()
-        late: list[Any] = []
-        slow: list[str] = []
-        for sid, eio_sid in manager.get_participants(namespace, room):
-            if sid == skip:
-                continue
-            socket = sockets.get(eio_sid)
-            if socket is None or socket.closed:
-                continue  # send_packet drops these too ("Session not found")
-            last_ping = socket.last_ping
-            if last_ping and now - last_ping > ping_timeout:
-                # The client missed its ping: AsyncSocket.send closes it; let it.
-                late.append(socket)
-                continue
-            if socket.queue.qsize() >= MAX_QUEUED_PACKETS:
-                # A client that stopped reading (while still answering pings)
-                # would make its unbounded queue grow with every broadcast.
-                slow.append(eio_sid)
-                continue
-            socket.queue.put_nowait(message)
-        for socket in late:
-            with contextlib.suppress(engineio.exceptions.SocketIsClosedError):
-                await socket.send(message)
-        for eio_sid in slow:
-            log.warning("closing Engine.IO session %s: it stopped reading", eio_sid)
-            await drop_session(self.eio, eio_sid, "slow_consumer")
-
-    async def send_ack(self, eio_sid: str, namespace: str, ack_id: int, reply: Any) -> None:
-        await self._send_packet(
-            eio_sid, self.packet_class(packet.ACK, namespace=namespace, id=ack_id, data=[reply])
-        )
-
-    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
-        await super()._handle_eio_connect(eio_sid, environ)
-        socket = self.eio.sockets.get(eio_sid)
-        if socket is not None:
-            install_fast_poll(socket)
-        loop = asyncio.get_running_loop()
-        self._deadlines[eio_sid] = loop.call_later(
-            self._transport.connect_timeout, self._deadline_passed, eio_sid
-        )
-
-    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any = None) -> None:
-        handle = self._deadlines.pop(eio_sid, None)
-        if handle is not None:
-            handle.cancel()
-        await super()._handle_eio_disconnect(eio_sid, reason)
-        release_pending_poll(self.eio, eio_sid)
-
-    def has_namespace(self, eio_sid: str) -> bool:
-        """Whether the Engine.IO session still has a connected namespace."""
-        for namespace in self._transport.port.namespaces():
-            sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
-            if sid is not None and self.manager.is_connected(sid, namespace):
-                return True
-        return False
-
-    def _deadline_passed(self, eio_sid: str) -> None:
-        """A transport that has not connected any namespace by the deadline is closed."""
-        self._deadlines.pop(eio_sid, None)
-        if eio_sid not in self.environ or self.has_namespace(eio_sid):
-            return
-        log.info("closing Engine.IO session %s: no namespace connected in time", eio_sid)
-        task = asyncio.get_running_loop().create_task(
-            drop_session(self.eio, eio_sid, "connect_timeout")
-        )
-        self._closing.add(task)  # held until done, so it is not collected mid-run
-        task.add_done_callback(self._closed_late)
-
-    def _closed_late(self, task: asyncio.Task[None]) -> None:
-        self._closing.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("closing a late Engine.IO session failed: %r", task.exception())
+    return respond

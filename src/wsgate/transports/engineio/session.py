@@ -1,0 +1,311 @@
+"""One Engine.IO session: its state, its bounded outbox, its heartbeat and its one parked poll.
+
+A session is served by one transport at a time: HTTP long-polling (the
+client's GETs collect the outbox, at most one GET parked at a time) or a
+websocket (one writer task drains the outbox). Every frame the session
+sends is already encoded when it is queued, so a broadcast queues the same
+string for every recipient. The outbox is bounded in frames: a client that
+stops reading while frames pile up is closed (``slow_consumer``) instead of
+buffered without bound, and that holds for acks as much as for events,
+since both go through :meth:`Session.send`.
+
+The heartbeat is one timer per session (``loop.call_later``): ``ping`` every
+``ping_interval``, then ``ping_timeout`` for the ``pong``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from starlette.types import Send
+
+from wsgate.transports.engineio.packet import CLOSE, NOOP, PING
+
+if TYPE_CHECKING:
+    from wsgate.transports.engineio.server import EngineConfig
+
+__all__ = ["Session", "SessionState", "Transport"]
+
+log = logging.getLogger("wsgate.engineio")
+
+CLOSE_SEND_TIMEOUT: Final = 5.0
+"""How long a websocket close frame may wait for a client's socket to drain."""
+
+
+class Transport(enum.Enum):
+    POLLING = "polling"
+    WEBSOCKET = "websocket"
+
+
+class SessionState(enum.Enum):
+    """Where a session is; it moves down the list, except PROBING/UPGRADING back to OPEN."""
+
+    OPEN = "open"
+    """Serving on its transport."""
+    PROBING = "probing"
+    """Polling, and a websocket opened for an upgrade waits for its ``2probe``."""
+    UPGRADING = "upgrading"
+    """Polling, the probe answered: GETs get a ``noop`` until the client sends ``5``."""
+    CLOSING = "closing"
+    """Closed by one side: what is queued still goes out, nothing new is queued."""
+    CLOSED = "closed"
+    """Gone from the server's table; any request naming it gets HTTP 400."""
+
+
+class Session:
+    """One client's Engine.IO session; ``context`` belongs to the layer above (Socket.IO)."""
+
+    __slots__ = (
+        "_heartbeat",
+        "_on_closing",
+        "_on_finished",
+        "_outbox",
+        "_poll",
+        "_waiting_pong",
+        "_ws_send",
+        "_ws_wakeup",
+        "_ws_writer",
+        "close_reason",
+        "config",
+        "context",
+        "max_queued",
+        "posting",
+        "sid",
+        "state",
+        "transport",
+        "upgrade_settled",
+    )
+
+    def __init__(
+        self,
+        sid: str,
+        transport: Transport,
+        config: EngineConfig,
+        on_closing: Callable[[Session, str], None],
+        on_finished: Callable[[Session], None],
+    ) -> None:
+        self.sid = sid
+        self.transport = transport
+        self.config = config
+        self.state = SessionState.OPEN
+        self.close_reason: str | None = None
+        self.context: Any = None
+        self.posting = False
+        self.max_queued = config.max_queued_frames
+        """Frames that may wait for this client (the engine's ``max_queued_frames``)."""
+        self._on_closing = on_closing
+        self._on_finished = on_finished
+        self._outbox: collections.deque[str | bytes] = collections.deque()
+        self._poll: asyncio.Future[None] | None = None
+        self._ws_send: Send | None = None
+        self._ws_wakeup: asyncio.Event | None = None
+        self._ws_writer: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.TimerHandle | None = None
+        self._waiting_pong = False
+        self.upgrade_settled: asyncio.Event | None = None
+        """Set when an upgrade in progress ends (upgraded, or back to polling)."""
+
+    # -- sending ------------------------------------------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        """Whether frames can still be queued (not closing or closed)."""
+        state = self.state
+        return state is not SessionState.CLOSING and state is not SessionState.CLOSED
+
+    def send(self, frame: str | bytes) -> None:
+        """Queue one encoded frame (``"4..."`` text or a binary message); never waits."""
+        if not self.accepting:
+            return
+        if len(self._outbox) >= self.max_queued:
+            log.warning("closing an Engine.IO session: the client is not reading its messages")
+            self.close("slow_consumer", flush=False)
+            return
+        self._outbox.append(frame)
+        self._wake()
+
+    def _wake(self) -> None:
+        wakeup = self._ws_wakeup
+        if wakeup is not None:
+            wakeup.set()
+            return
+        poll = self._poll
+        if poll is not None and not poll.done():
+            poll.set_result(None)
+
+    # -- heartbeat ----------------------------------------------------------------------
+
+    def start_heartbeat(self) -> None:
+        self._heartbeat = asyncio.get_running_loop().call_later(
+            self.config.ping_interval, self._ping
+        )
+
+    def _ping(self) -> None:
+        if not self.accepting:
+            return
+        self._waiting_pong = True
+        self.send(PING)
+        self._heartbeat = asyncio.get_running_loop().call_later(
+            self.config.ping_timeout, self._missed_pong
+        )
+
+    def _missed_pong(self) -> None:
+        self._heartbeat = None
+        if self._waiting_pong:
+            self.close("ping_timeout", flush=False)
+
+    def pong(self) -> None:
+        if not self._waiting_pong:
+            return
+        self._waiting_pong = False
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        if self.accepting:
+            self.start_heartbeat()
+
+    # -- long-polling -------------------------------------------------------------------
+
+    @property
+    def polled(self) -> bool:
+        """Whether a GET is parked on this session now."""
+        return self._poll is not None
+
+    async def collect(self, wait: float) -> list[str | bytes]:
+        """Frames for one GET: what is queued, else what arrives within ``wait`` seconds.
+
+        The caller made sure no other GET is parked. A GET never outlives
+        ``wait`` (a ping goes out every ``ping_interval`` anyway), nor the
+        session: closing answers it.
+        """
+        if not self._outbox and self.state is not SessionState.CLOSED:
+            loop = asyncio.get_running_loop()
+            poll = self._poll = loop.create_future()
+            timer = loop.call_later(wait, _settle, poll)
+            try:
+                await poll
+            finally:
+                timer.cancel()
+                self._poll = None
+        frames = list(self._outbox)
+        self._outbox.clear()
+        if self.state is SessionState.CLOSING:
+            self.finish()
+        return frames
+
+    def requeue(self, frames: list[str | bytes]) -> None:
+        """Put back frames a GET collected but could not deliver (it lost an upgrade race)."""
+        self._outbox.extendleft(reversed(frames))
+        if frames:
+            self._wake()
+
+    def answer_poll_with_noop(self) -> None:
+        """End a parked GET with a ``noop`` (the upgrade's way to free the polling side)."""
+        poll = self._poll
+        if poll is not None and not poll.done():
+            self._outbox.appendleft(NOOP)
+            poll.set_result(None)
+
+    # -- websocket ----------------------------------------------------------------------
+
+    def attach_websocket(self, send: Send) -> None:
+        """Serve this session over a websocket from now on (a new session, or an upgrade)."""
+        self.transport = Transport.WEBSOCKET
+        self._ws_send = send
+        self._ws_wakeup = asyncio.Event()
+        self._ws_writer = asyncio.get_running_loop().create_task(self._write(send))
+        if self._outbox:
+            self._ws_wakeup.set()
+
+    async def _write(self, send: Send) -> None:
+        outbox = self._outbox
+        wakeup = self._ws_wakeup
+        assert wakeup is not None
+        try:
+            while True:
+                while outbox:
+                    frame = outbox.popleft()
+                    if isinstance(frame, str):
+                        await send({"type": "websocket.send", "text": frame})
+                    else:
+                        await send({"type": "websocket.send", "bytes": frame})
+                if not self.accepting:
+                    code = 1000 if self.close_reason != "slow_consumer" else 1008
+                    await asyncio.wait_for(
+                        send({"type": "websocket.close", "code": code}), CLOSE_SEND_TIMEOUT
+                    )
+                    return
+                wakeup.clear()
+                await wakeup.wait()
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            log.debug("an Engine.IO websocket writer stopped: %r", exc)
+        finally:
+            outbox.clear()
+            self.finish()
+
+    # -- closing ------------------------------------------------------------------------
+
+    def close(self, reason: str, *, flush: bool = True, by_client: bool = False) -> None:
+        """Stop the session; what is queued goes out first when ``flush`` (the default).
+
+        On polling, a parked GET is answered (``6`` when the client asked to
+        close, else ``1``); a session with frames still queued waits for one
+        more GET, at most ``ping_timeout``. On a websocket the writer sends
+        what is queued, then the close frame.
+        """
+        if not self.accepting:
+            return
+        self._mark_closing(reason)
+        if not flush:
+            self._outbox.clear()
+        if self.transport is Transport.WEBSOCKET:
+            if self._ws_wakeup is not None:
+                self._ws_wakeup.set()
+                if not flush and self._ws_writer is not None:
+                    # The writer may be stuck on a full socket: abort it if the
+                    # close frame has not gone out in time.
+                    asyncio.get_running_loop().call_later(
+                        CLOSE_SEND_TIMEOUT, self._ws_writer.cancel
+                    )
+            else:
+                self.finish()
+            return
+        self._outbox.append(NOOP if by_client else CLOSE)
+        if self._poll is not None and not self._poll.done():
+            self._poll.set_result(None)
+        elif len(self._outbox) > 1:
+            asyncio.get_running_loop().call_later(self.config.ping_timeout, self.finish)
+        else:
+            self.finish()
+
+    def finish(self) -> None:
+        """Gone: out of the server's table; later requests naming it get HTTP 400."""
+        if self.state is SessionState.CLOSED:
+            return
+        if self.state is not SessionState.CLOSING:
+            self._mark_closing("transport_close")
+        self.state = SessionState.CLOSED
+        poll = self._poll
+        if poll is not None and not poll.done():
+            poll.set_result(None)
+        if self._ws_wakeup is not None:
+            self._ws_wakeup.set()  # the writer sends the close frame
+        self._outbox.clear()
+        self._on_finished(self)
+
+    def _mark_closing(self, reason: str) -> None:
+        self.state = SessionState.CLOSING
+        self.close_reason = reason
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
+        self._on_closing(self, reason)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
