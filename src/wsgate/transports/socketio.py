@@ -115,12 +115,16 @@ class SocketIOTransport:
                 cors=origin_allowed,
             ),
         )
+        self.sockets.on_malformed = self.engine.on_malformed = self._malformed
         self._peers: dict[str, Socket] = {}
         self._members: dict[str, set[Socket]] = {}
         self._rooms: dict[tuple[str, str], set[Socket]] = {}
         self._refused_waiting = 0
         self._releasing: set[asyncio.Task[None]] = set()
         port.attach(self)
+
+    def _malformed(self) -> None:
+        self.port.malformed(self.name)
 
     async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.engine(scope, receive, send)

@@ -109,6 +109,8 @@ class EngineServer:
         self.sessions: dict[str, Session] = {}
         self.malformed = 0
         """Malformed packets received (each closed its session)."""
+        self.on_malformed: Callable[[], None] = lambda: None
+        """Called for each malformed packet: the binding counts it in the App's metrics."""
         self.configure(config)
 
     def configure(self, config: EngineConfig) -> None:
@@ -143,6 +145,7 @@ class EngineServer:
 
     def _malformed(self, session: Session, what: str) -> None:
         self.malformed += 1
+        self.on_malformed()
         log.debug("closing an Engine.IO session: malformed packet (%s)", what)
         session.close("parse_error", flush=False)
 

@@ -24,6 +24,7 @@ import asyncio
 import enum
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -172,6 +173,8 @@ class SocketServer(EngineHandler):
         self.config = config
         self.malformed = 0
         """Malformed Socket.IO packets received (each closed its session)."""
+        self.on_malformed: Callable[[], None] = lambda: None
+        """Called for each malformed packet: the binding counts it in the App's metrics."""
 
     # -- EngineHandler ------------------------------------------------------------------
 
@@ -323,6 +326,7 @@ class SocketServer(EngineHandler):
 
     def _malformed(self, client: Client, what: str) -> None:
         self.malformed += 1
+        self.on_malformed()
         log.debug("closing a Socket.IO session: malformed packet (%s)", what)
         client.session.close("parse_error", flush=False)
 
