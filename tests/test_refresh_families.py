@@ -38,7 +38,7 @@ async def families(
         make = lambda: SqliteRefreshFamilies(tmp_path / "families.db")  # noqa: E731
     else:
         url = request.getfixturevalue("redis_url")
-        prefix = f"wsgate-test-{uuid.uuid4().hex}:"
+        prefix = f"wsgate-test-{uuid.uuid4().hex}"
         make = lambda: RedisRefreshFamilies(url, prefix=prefix)  # noqa: E731
     store = make()
     try:

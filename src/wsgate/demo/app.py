@@ -47,10 +47,10 @@ def revocation_store(settings: DemoSettings) -> RevocationStore:
     return SqliteRevocationStore(settings.database)
 
 
-def refresh_families(settings: DemoSettings) -> RefreshFamilyStore:
+def refresh_families(settings: DemoSettings, revocations: RevocationStore) -> RefreshFamilyStore:
     """Refresh-token families where the revocations are: Redis when configured, else SQLite."""
-    if settings.redis_url:
-        return RedisRefreshFamilies(settings.redis_url)
+    if isinstance(revocations, RedisRevocationStore):
+        return RedisRefreshFamilies(revocations.connector)  # one pool, one prefix
     return SqliteRefreshFamilies(settings.database)
 
 
@@ -58,7 +58,7 @@ def create_app(settings: DemoSettings) -> App:
     """The demo App for ``settings`` (which must already hold a key)."""
     users = UserStore(settings.database)
     revocations = revocation_store(settings)
-    families = refresh_families(settings)
+    families = refresh_families(settings, revocations)
     auth = DemoAuth(users, revocations, settings, families)
     app = App(
         [Chat(), Admin()],

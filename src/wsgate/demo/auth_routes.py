@@ -151,6 +151,7 @@ class DemoAuth:
             settings.login_limit_per_address,
             settings.login_limit_per_user,
             redis_url=settings.redis_url,
+            prefix=settings.redis_prefix or "",
         )
         self.settings = settings
         self._app: App | None = None

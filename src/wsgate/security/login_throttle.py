@@ -40,6 +40,8 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 from redis.asyncio import ConnectionPool
 
+from wsgate.stores.redis_clients import command_client
+from wsgate.stores.redis_keys import RedisKeys
 from wsgate.stores.revocation import StoreUnavailable
 
 __all__ = ["LoginThrottle", "Throttled", "address_key", "check_limit"]
@@ -81,6 +83,10 @@ def address_key(remote: str | None) -> str:
     return str(address)
 
 
+THROTTLE_POOL_SIZE = 16
+"""Redis connections of one node's throttle (a bounded pool that callers wait on)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Throttled:
     """An attempt refused; ``retry_after`` whole seconds (at least 1), ``scope`` what hit."""
@@ -117,7 +123,8 @@ class LoginThrottle:
         self._per_address = parse_limits(per_address)
         self._per_user = parse_limits(per_user)
         self._redis_url = redis_url
-        self._prefix = prefix or "wsgate-login"
+        self._redis_prefix = prefix or None
+        self._prefix = "login"
         self._limiter: SlidingWindowCounterRateLimiter | None = None
         self._storage: Storage | None = None
         self._pool: ConnectionPool | None = None  # ours, so that aclose can close it
@@ -177,14 +184,23 @@ class LoginThrottle:
     def _ensure(self) -> SlidingWindowCounterRateLimiter:
         if self._limiter is None:
             if self._redis_url:
-                url = self._redis_url.removeprefix("async+")
-                self._pool = ConnectionPool.from_url(
-                    url, socket_timeout=2.0, socket_connect_timeout=2.0
+                # The stores' client builder: Sentinel and Cluster URLs work as for
+                # every other store, and the keys carry the deployment's hash-tagged
+                # prefix (one Cluster slot, no sharing between deployments).
+                keys = RedisKeys.for_url(self._redis_url, self._redis_prefix)
+                client = command_client(
+                    self._redis_url,
+                    pool_size=THROTTLE_POOL_SIZE,
+                    timeout=2.0,
+                    name=f"{keys.prefix}-login",
+                    route_key=keys.base,
                 )
+                self._pool = client.connection_pool
                 self._storage = RedisStorage(
-                    "async+" + url,
+                    "async+redis://",  # the pool below is what connects
                     implementation="redispy",
                     wrap_exceptions=True,
+                    key_prefix=keys.name("login"),
                     connection_pool=self._pool,  # type: ignore[arg-type]  # documented; typed too narrowly
                 )
             else:

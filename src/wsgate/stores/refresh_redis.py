@@ -1,6 +1,6 @@
 """Refresh-token families in Redis, for several nodes behind one load balancer.
 
-One hash per family, ``<prefix>refresh:<family>`` (fields ``sub``, ``cur``,
+One hash per family, ``{prefix}:refresh:<family>`` (fields ``sub``, ``cur``,
 ``state``), expiring with the family's newest token. Rotation is one Lua
 script, so Redis runs the read and the write with nothing in between: of
 concurrent requests on any number of nodes, exactly one sees the token as
@@ -14,14 +14,12 @@ import time
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
+from wsgate.stores.redis_connector import RedisConnector
 from wsgate.stores.refresh_families import FamilyState, Rotation, check_family_args
 from wsgate.stores.revocation import StoreUnavailable, check_value
 
-DEFAULT_PREFIX = "wsgate:"
 DEFAULT_TIMEOUT = 2.0
 
 # ARGV: presented jti, successor jti, keep-until (epoch ms), now (epoch ms).
@@ -54,21 +52,25 @@ class RedisRefreshFamilies:
     """Families shared by every node connected to the same Redis; fails closed on errors."""
 
     def __init__(
-        self, url: str, *, prefix: str = DEFAULT_PREFIX, timeout: float = DEFAULT_TIMEOUT
+        self,
+        url: str | RedisConnector,
+        *,
+        prefix: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self._prefix = prefix
-        self._client: Redis = Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
-        )
+        # The node's shared connector (its bounded pool, Sentinel and Cluster URLs,
+        # the deployment's hash-tagged key prefix), as every other Redis store.
+        if isinstance(url, RedisConnector):
+            self.connector = url.retain()
+        else:
+            self.connector = RedisConnector(url, prefix=prefix, timeout=timeout).retain()
+        self._client: Redis = self.connector.client
         self._rotate = self._client.register_script(_ROTATE_LUA)
         self._revoke = self._client.register_script(_REVOKE_LUA)
         self._closed = False
 
     def key(self, family: str) -> str:
-        return f"{self._prefix}refresh:{family}"
+        return self.connector.keys.name("refresh", family)
 
     async def start(self, family: str, *, sub: str, jti: str, expires_at: float) -> None:
         check_family_args(family, jti, expires_at)
@@ -115,7 +117,7 @@ class RedisRefreshFamilies:
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            await self._client.aclose()
+            await self.connector.aclose()
 
     def _check_open(self) -> None:
         if self._closed:
