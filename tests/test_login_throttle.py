@@ -74,7 +74,11 @@ async def test_fifty_guessers_are_throttled_and_a_real_user_gets_in(demo: str) -
             took = time.monotonic() - started
         later = await more
     assert ok.status_code == 200, ok.text
-    assert {r.status_code for r in later} == {429}
+    # Sliding-window counters: past a minute boundary the previous minute's count fades,
+    # so a guess or two may be let through again; never more than a budget's worth.
+    later_statuses = [r.status_code for r in later]
+    assert set(later_statuses) <= {401, 429}
+    assert statuses.count(401) + later_statuses.count(401) <= 10
     print(f"real login behind 100 throttled guesses: {took * 1000:.0f} ms")
 
 
