@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +49,12 @@ def refresh_token(**claims: Any) -> str:
     return jwt.encode(body, SECRET, algorithm="HS256", headers={"typ": "refresh+jwt"})
 
 
-FOREVER = {
-    "exp 1e300": {"exp": 1e300},
-    "exp 1e300 without iat": {"exp": 1e300, "iat": None},
-    "two days without iat": {"exp": int(time.time()) + 2 * DAY, "iat": None},
-    "issued two days ago, one minute left": {
+FOREVER: dict[str, Callable[[], dict[str, Any]]] = {
+    # Made when the test runs, not at collection: the suite may run for many minutes.
+    "exp 1e300": lambda: {"exp": 1e300},
+    "exp 1e300 without iat": lambda: {"exp": 1e300, "iat": None},
+    "two days without iat": lambda: {"exp": int(time.time()) + 2 * DAY, "iat": None},
+    "issued two days ago, one minute left": lambda: {
         "iat": time.time() - 2 * DAY,
         "exp": int(time.time()) + 60,
     },
@@ -62,10 +63,10 @@ FOREVER = {
 
 @pytest.mark.parametrize("claims", FOREVER.values(), ids=FOREVER.keys())
 async def test_too_long_lived_tokens_are_refused_on_connect(
-    demo: str, transport: str, claims: dict[str, Any]
+    demo: str, transport: str, claims: Callable[[], dict[str, Any]]
 ) -> None:
     with pytest.raises(Refused) as refused:
-        async with connect(transport, demo, token=make_token("alice", **claims)):
+        async with connect(transport, demo, token=make_token("alice", **claims())):
             pass
     assert refused.value.code == "unauthorized"
     if transport == "socketio":
