@@ -61,8 +61,9 @@ async def test_fifty_guessers_are_throttled_and_a_real_user_gets_in(demo: str) -
         answers = await asyncio.gather(*(attempt(guesser, demo, "alice") for _ in range(50)))
         statuses = [r.status_code for r in answers]
         assert set(statuses) == {401, 429}, statuses
-        # The default budget is 5 a minute per address: the rest never reached argon2.
-        assert statuses.count(401) <= 5 and statuses.count(429) >= 45
+        # The default budget is 5 a minute per address: the rest never reached argon2
+        # (one or two more if the burst straddles a minute boundary: sliding windows).
+        assert statuses.count(401) <= 7 and statuses.count(429) >= 43
         for refused in (r for r in answers if r.status_code == 429):
             assert refused.json()["error"]["code"] == "rate_limited"
             assert 1 <= int(refused.headers["retry-after"]) <= 60
@@ -74,7 +75,11 @@ async def test_fifty_guessers_are_throttled_and_a_real_user_gets_in(demo: str) -
             took = time.monotonic() - started
         later = await more
     assert ok.status_code == 200, ok.text
-    assert {r.status_code for r in later} == {429}
+    # Sliding-window counters: past a minute boundary the previous minute's count fades,
+    # so a guess or two may be let through again; never more than a budget's worth.
+    later_statuses = [r.status_code for r in later]
+    assert set(later_statuses) <= {401, 429}
+    assert statuses.count(401) + later_statuses.count(401) <= 10
     print(f"real login behind 100 throttled guesses: {took * 1000:.0f} ms")
 
 
@@ -83,8 +88,10 @@ async def test_many_addresses_guessing_one_name_hit_the_user_budget(tmp_path: Pa
     env = {
         "WSGATE_JWT_SECRET": SECRET,
         "WSGATE_DATABASE": str(tmp_path / "demo.db"),
-        "WSGATE_LOGIN_LIMIT_PER_ADDRESS": "3/minute",
-        "WSGATE_LOGIN_LIMIT_PER_USER": "8/minute",
+        # Day-long windows: the sliding-window counter lets one more in right after a
+        # window boundary, which a test spanning a minute boundary would otherwise see.
+        "WSGATE_LOGIN_LIMIT_PER_ADDRESS": "3/day",
+        "WSGATE_LOGIN_LIMIT_PER_USER": "8/day",
     }
     async with wsgate_process("demo", env=env) as (url, _output):
         answers: list[httpx.Response] = []
@@ -104,7 +111,7 @@ async def test_throttled_attempts_cost_no_password_hashing(tmp_path: Path) -> No
     database = tmp_path / "demo.db"
     await add_users(database)
     port = free_port()
-    app = create_app(demo_settings_for(port, database=database))
+    app = create_app(demo_settings_for(port, database=database, login_limit_per_address="5/day"))
     auth = next(
         route.endpoint.__self__
         for route in app.http.routes
@@ -134,13 +141,13 @@ async def test_throttle_counts_ipv6_per_64_and_ipv4_mapped_as_ipv4() -> None:
 
 
 async def test_retry_after_tells_when_the_window_frees() -> None:
-    throttle = LoginThrottle("2/minute", "100/minute")
+    throttle = LoginThrottle("2/day", "100/day")
     try:
         assert await throttle.attempt("203.0.113.7", "alice") is None
         assert await throttle.attempt("203.0.113.7", "alice") is None
         refused = await throttle.attempt("203.0.113.7", "alice")
         assert refused is not None and refused.scope == "address"
-        assert 1 <= refused.retry_after <= 60
+        assert 1 <= refused.retry_after <= 86_400
         assert await throttle.attempt("203.0.113.8", "alice") is None  # another address
     finally:
         await throttle.aclose()
@@ -148,8 +155,8 @@ async def test_retry_after_tells_when_the_window_frees() -> None:
 
 async def test_a_shared_throttle_counts_across_nodes(redis_url: str) -> None:
     prefix = f"wsgate-test-{time.time_ns()}"
-    first = LoginThrottle("3/minute", "100/minute", redis_url=redis_url, prefix=prefix)
-    second = LoginThrottle("3/minute", "100/minute", redis_url=redis_url, prefix=prefix)
+    first = LoginThrottle("3/day", "100/day", redis_url=redis_url, prefix=prefix)
+    second = LoginThrottle("3/day", "100/day", redis_url=redis_url, prefix=prefix)
     try:
         results = [await node.attempt("203.0.113.9", "alice") for node in (first, second) * 2]
     finally:
@@ -194,6 +201,7 @@ async def test_behind_a_trusted_proxy_the_forwarded_address_counts(tmp_path: Pat
         "WSGATE_JWT_SECRET": SECRET,
         "WSGATE_DATABASE": str(tmp_path / "demo.db"),
         "WSGATE_TRUSTED_PROXIES": "127.0.0.1",
+        "WSGATE_LOGIN_LIMIT_PER_ADDRESS": "5/day",  # no window boundary inside the test
     }
     async with wsgate_process("demo", env=env) as (url, _output), httpx.AsyncClient() as proxy:
 

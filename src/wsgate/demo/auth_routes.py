@@ -125,7 +125,7 @@ def cookies_of(request: Request) -> dict[str, str]:
 
 def too_many_attempts(retry_after: int) -> JSONResponse:
     """429 with ``Retry-After``; not logged per request (a flood must not become a log flood)."""
-    response = error(429, "rate_limited", "Too many login attempts: try again later")
+    response = error(429, "rate_limited", f"Too many login attempts: try again in {retry_after} s")
     response.headers["Retry-After"] = str(retry_after)
     return response
 
@@ -307,7 +307,9 @@ class DemoAuth:
             return self._session_response(request, issued, token_in_body=True)
         if outcome is Rotation.REUSED:
             return error(
-                401, "token_revoked", "Refresh token already used: the session is ended, sign in"
+                401,
+                "token_revoked",
+                "Refresh token already used: the session is ended, sign in again",
             )
         return error(401, "token_revoked", "Refresh token revoked")
 
