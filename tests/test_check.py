@@ -140,7 +140,6 @@ DANGEROUS: dict[str, tuple[dict[str, str], str, str]] = {
         "limits.connect_timeout",
         "medium",
     ),
-    "/metrics on every interface": ({"WSGATE_HOST": "0.0.0.0"}, "metrics.open", "high"),
     "every address trusted as a proxy": (
         {"WSGATE_TRUSTED_PROXIES": "10.0.0.1,*"},
         "proxies.trust-all",
@@ -272,12 +271,24 @@ def test_flags_and_an_env_file_are_read_as_the_server_reads_them(tmp_path: Path)
     assert ids(found) == {"tokens.query-string", "jwt.leeway"}
 
 
+def test_metrics_are_protected_by_default_and_a_token_in_clear_is_advice() -> None:
+    """/metrics answers loopback clients only by default: listening everywhere is no finding."""
+    env = {"WSGATE_JWT_SECRET": SECRET, "WSGATE_HOST": "0.0.0.0"}
+    assert findings(env=env) == (0, [])
+    token = {**env, "WSGATE_METRICS_TOKEN": "m" * 32}
+    code, found = findings(env=token)
+    assert (code, ids(found)) == (0, {"metrics.token-in-clear"})
+    assert found[0]["severity"] == "low" and "m" * 32 not in json.dumps(found)
+    code, found = findings("--public-url", "https://chat.example.com", env=token)
+    assert found and "metrics.token-in-clear" not in ids(found)  # found: cookies, not metrics
+
+
 def test_an_apps_own_settings_are_audited(tmp_path: Path) -> None:
     (tmp_path / "risky_app.py").write_text(
         "from wsgate import App, Settings\n"
         "from wsgate.demo.gateways import Chat\n"
         f"app = App([Chat()], Settings(jwt_secret={SECRET!r}, allow_query_token=True,"
-        " host='0.0.0.0'))\n",
+        f" host='0.0.0.0', metrics_token={'m' * 32!r}))\n",
         encoding="utf-8",
     )
     (tmp_path / "broken_app.py").write_text(
@@ -289,7 +300,7 @@ def test_an_apps_own_settings_are_audited(tmp_path: Path) -> None:
     (tmp_path / "crashing_app.py").write_text("raise RuntimeError('boom')\n", encoding="utf-8")
     env = {"WSGATE_JWT_SECRET": SECRET}
     code, found = findings("risky_app:app", env=env, cwd=tmp_path)
-    assert (code, ids(found)) == (1, {"tokens.query-string", "metrics.open"})
+    assert (code, ids(found)) == (1, {"tokens.query-string", "metrics.token-in-clear"})
     # Flags win over the App's settings, as with `wsgate serve MODULE:APP --host ...`.
     code, found = findings("risky_app:app", "--host", "127.0.0.1", env=env, cwd=tmp_path)
     assert (code, ids(found)) == (1, {"tokens.query-string"})

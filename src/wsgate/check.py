@@ -149,7 +149,7 @@ def audit_settings(
         )
     findings += _cookie_findings(settings, secure_cookies, public_url)
     findings += _limit_findings(settings)
-    findings += _metrics_findings(settings)
+    findings += _metrics_findings(settings, public_url)
     findings += _proxy_findings(settings)
     findings += _redis_findings(settings)
     return findings
@@ -282,17 +282,24 @@ def _limit_findings(settings: Settings) -> list[Finding]:
     return findings
 
 
-def _metrics_findings(settings: Settings) -> list[Finding]:
-    if _is_loopback(settings.host):
+def _metrics_findings(settings: Settings, public_url: str | None) -> list[Finding]:
+    """``/metrics`` answers loopback clients only unless ``metrics_token`` is set.
+
+    So an open ``/metrics`` is not a setting any more; what is left to flag
+    is the token itself crossing the network in clear text.
+    """
+    if settings.metrics_token_text() is None or _is_loopback(settings.host):
+        return []
+    if any(o and o.startswith("https://") for o in (public_url, *settings.allowed_origins)):
         return []
     return [
         Finding(
-            "metrics.open",
-            Severity.HIGH,
-            f"the server listens on {settings.host!r}, and /metrics answers anyone who reaches "
-            "that port: connection counts, refusal reasons and event names help an attacker",
-            "listen on 127.0.0.1 behind a reverse proxy that does not forward /metrics, or "
-            "firewall the port so only the scraper reaches it",
+            "metrics.token-in-clear",
+            Severity.LOW,
+            f"metrics_token is set and the server listens on {settings.host!r} with no https "
+            "public URL or origin known: a scraper's bearer token may cross the network in clear",
+            "serve /metrics behind TLS (a reverse proxy) and pass --public-url https://...; or "
+            "unset metrics_token so /metrics answers loopback clients only",
         )
     ]
 
