@@ -486,10 +486,22 @@ async def probe_redis(url: str, wait: float = REDIS_TIMEOUT) -> list[Finding]:
     too: the check cannot vouch for it, and the server would refuse every
     connection while it is down (fail closed).
     """
-    import redis.asyncio as redis
     from redis.exceptions import RedisError, ResponseError
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=wait, socket_timeout=wait)
+    from wsgate.stores.redis_clients import command_client
+
+    # The stores' own client builder: Sentinel and Cluster URLs are asked as the server would.
+    try:
+        client = command_client(url, pool_size=1, timeout=wait, name="wsgate-check", retries=0)
+    except ValueError as exc:
+        return [
+            Finding(
+                "revocation.redis-url",
+                Severity.CRITICAL,
+                f"redis_url cannot be used: {exc}",
+                "give a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL",
+            )
+        ]
     try:
         async with asyncio.timeout(wait * 2):
             save = await client.config_get("save")
