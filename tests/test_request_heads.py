@@ -19,11 +19,12 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import uvicorn
 
-from support import SECRET, demo_settings_for, free_port
+from support import SECRET, demo_settings_for, free_port, wsgate_process
 from wsgate.demo.app import create_app
 from wsgate.transports.deadline import uvicorn_http_protocol
 from wsgate.transports.request_head import MAX_LINE_BYTES
@@ -247,3 +248,31 @@ def test_uvicorn_can_name_the_protocol_on_its_command_line() -> None:
     protocol = uvicorn.importer.import_from_string(config.http)  # as Config.load() does
     assert protocol.head_limits == DEFAULT_HEAD_LIMITS
     assert protocol.connect_timeout == 10.0
+
+
+async def test_wsgate_serve_takes_the_limits_from_the_settings(tmp_path: Path) -> None:
+    """``wsgate serve`` with ``WSGATE_MAX_HEADER_BYTES``/``WSGATE_MAX_HEADERS`` set lower."""
+    (tmp_path / "headsapp.py").write_text(
+        "from wsgate import App, Context, Gateway, Settings, subscribe\n"
+        "class Hello(Gateway):\n"
+        "    @subscribe('hello')\n"
+        "    async def hello(self, ctx: Context) -> str:\n"
+        "        return 'hello'\n"
+        "app = App([Hello()], Settings())\n"
+    )
+    env = {
+        "WSGATE_JWT_SECRET": SECRET,
+        "WSGATE_MAX_HEADER_BYTES": "12000",
+        "WSGATE_MAX_HEADERS": "20",
+    }
+    async with wsgate_process("serve", "headsapp:app", env=env, cwd=str(tmp_path)) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        # Inside the defaults, over these settings.
+        big = await send_head(
+            port, get("/healthz", b"X-Big: " + b"a" * 7000 + b"\r\nX-B: " + b"b" * 7000 + b"\r\n")
+        )
+        assert (big.status, big.closed) == (431, True)
+        many = b"".join(b"X-H%d: v\r\n" % i for i in range(25))
+        assert (await send_head(port, get("/ws", many, upgrade=True))).status == 431
+        fine = await send_head(port, get("/healthz", b"Connection: close\r\n"))
+        assert fine.status == 200
