@@ -396,7 +396,7 @@ class _GatewaySocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
             with contextlib.suppress(engineio.exceptions.SocketIsClosedError):
                 await socket.send(message)
         for eio_sid in slow:
-            log.warning("closing Engine.IO session %s: it stopped reading", eio_sid)
+            log.warning("closing an Engine.IO session: it stopped reading")  # no sid: a credential
             await drop_session(self.eio, eio_sid, "slow_consumer")
 
     async def send_ack(self, eio_sid: str, namespace: str, ack_id: int, reply: Any) -> None:
@@ -434,7 +434,7 @@ class _GatewaySocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
         self._deadlines.pop(eio_sid, None)
         if eio_sid not in self.environ or self.has_namespace(eio_sid):
             return
-        log.info("closing Engine.IO session %s: no namespace connected in time", eio_sid)
+        log.info("closing an Engine.IO session: no namespace connected in time")  # no sid
         task = asyncio.get_running_loop().create_task(
             drop_session(self.eio, eio_sid, "connect_timeout")
         )
