@@ -166,6 +166,8 @@ class HttpToolsHeadLimits(HttpToolsProtocol):
         super().connection_made(transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
+        if self._wsgate_refused:
+            return  # refused, answer pending: nothing more is parsed or kept
         limit = self.head_limits.max_bytes
         while data and self._wsgate_in_head:
             room = limit - self._wsgate_head_bytes
@@ -186,8 +188,21 @@ class HttpToolsHeadLimits(HttpToolsProtocol):
             if data and not self._wsgate_refused:
                 super().data_received(data)
         if self._wsgate_refused:
-            self.connections.discard(self)
-            _refuse(self.transport, self._wsgate_refused)
+            self._answer_refusal()
+
+    def _answer_refusal(self) -> None:
+        """Send the refusal now, or after the responses still owed (HTTP answers in order)."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            self.flow.pause_reading()  # on_response_complete answers
+            return
+        self.connections.discard(self)
+        _refuse(self.transport, self._wsgate_refused)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._wsgate_refused:
+            self._answer_refusal()
 
     def on_message_begin(self) -> None:
         self._wsgate_header_count = 0
