@@ -123,7 +123,11 @@ class _Linger(asyncio.Protocol):
 
     def _close(self) -> None:
         self._timer.cancel()
-        self._transport.close()
+        if self._transport.get_write_buffer_size():
+            # A client that does not read would keep a graceful close waiting forever.
+            self._transport.abort()
+        else:
+            self._transport.close()
 
 
 def _refuse(transport: asyncio.Transport, status: int) -> None:
