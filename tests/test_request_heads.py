@@ -106,7 +106,8 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes] | None = None) -> None:
     import socket
     import time
 
-    for _ in range(300):
+    deadline = time.monotonic() + 60  # generous: a loaded CI machine starts Python slowly
+    while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         if proc is not None and proc.poll() is not None:
