@@ -39,7 +39,7 @@ __all__ = ["leaks_in", "observe", "remember"]
 
 _RUN = re.compile(r"[A-Za-z0-9_-]{16,}")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
-MAX_SEEN = 2_000_000
+MAX_SEEN = 1_000_000
 """Distinct candidate strings kept for the end-of-session check (bounded memory)."""
 
 _secrets: set[str] = set()
@@ -71,8 +71,11 @@ def observe(text: str, where: str) -> None:
     for leak in leaks_in(text):
         _found.append(f"{where}: {leak} in {text[:200]!r}")
     if len(_seen) < MAX_SEEN:
-        for run in _RUN.findall(text):
-            _seen.setdefault(run, where)
+        runs = _RUN.findall(text)
+        if runs:
+            line = f"{where}: {text[:160]!r}"  # one string per record, shared by its runs
+            for run in runs:
+                _seen.setdefault(run, line)
 
 
 def _record_text(record: logging.LogRecord) -> str:
@@ -145,7 +148,7 @@ def _no_credential_logged() -> Iterator[None]:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Credentials remembered after their leak was logged (a sid logged before it was known)."""
-    late = [f"{_seen[s]}: credential {s[:6]}..." for s in _secrets & _seen.keys()]
+    late = [f"credential {s[:6]}... in {_seen[s]}" for s in _secrets & _seen.keys()]
     late += _take_found()
     if late:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")

@@ -53,10 +53,23 @@ async def idle_sockets(
     try:
         for start in range(0, count, 50):
             await asyncio.gather(*(one() for _ in range(min(50, count - start))))
-        await asyncio.sleep(1.0)  # refusals (accept, then close 4429) have arrived
+        await settle(sockets)
         yield sockets
     finally:
         await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+
+
+async def settle(sockets: list[ClientConnection], timeout: float = 20.0) -> None:
+    """Wait (bounded) until the refusals (accept, then close 4429) have reached the clients."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last = -1
+    while loop.time() < deadline:
+        await asyncio.sleep(0.5)
+        now = held(sockets)
+        if now == last and now <= PER_ADDRESS:
+            return
+        last = now
 
 
 def held(sockets: list[ClientConnection]) -> int:
@@ -145,7 +158,7 @@ async def test_behind_a_trusted_proxy_the_forwarded_address_counts(tmp_path: Pat
                             for h in batch
                         )
                     )
-                await asyncio.sleep(1.0)
+                await settle(sockets)
                 assert held(sockets) == PER_ADDRESS
             finally:
                 await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)

@@ -75,8 +75,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         )
         try:
             served = Demo(port, log)
-            served.wait_for("serving http://", 20)
-            served.wait_for("Uvicorn running", 20)
+            served.wait_for("serving http://", 60)
+            served.wait_for("Uvicorn running", 60)
             yield served
         finally:
             proc.terminate()

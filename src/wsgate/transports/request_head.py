@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import http
+from collections.abc import Callable
 from typing import ClassVar, NamedTuple
 
 import h11
@@ -122,7 +123,11 @@ class _Linger(asyncio.Protocol):
 
     def _close(self) -> None:
         self._timer.cancel()
-        self._transport.close()
+        if self._transport.get_write_buffer_size():
+            # A client that does not read would keep a graceful close waiting forever.
+            self._transport.abort()
+        else:
+            self._transport.close()
 
 
 def _refuse(transport: asyncio.Transport, status: int) -> None:
@@ -135,7 +140,15 @@ def _refuse(transport: asyncio.Transport, status: int) -> None:
         return
     transport.write_eof()
     transport.set_protocol(_Linger(transport))
-    transport.resume_reading()
+    _resume(transport)
+    # Once more after the caller returns: uvicorn's h11 protocol pauses reading
+    # on the way out (the refusal is reported to it as PAUSED).
+    asyncio.get_running_loop().call_soon(_resume, transport)
+
+
+def _resume(transport: asyncio.Transport) -> None:
+    if not transport.is_closing() and not transport.is_reading():
+        transport.resume_reading()
 
 
 class HttpToolsHeadLimits(HttpToolsProtocol):
@@ -166,6 +179,8 @@ class HttpToolsHeadLimits(HttpToolsProtocol):
         super().connection_made(transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
+        if self._wsgate_refused:
+            return  # refused, answer pending: nothing more is parsed or kept
         limit = self.head_limits.max_bytes
         while data and self._wsgate_in_head:
             room = limit - self._wsgate_head_bytes
@@ -186,8 +201,21 @@ class HttpToolsHeadLimits(HttpToolsProtocol):
             if data and not self._wsgate_refused:
                 super().data_received(data)
         if self._wsgate_refused:
-            self.connections.discard(self)
-            _refuse(self.transport, self._wsgate_refused)
+            self._answer_refusal()
+
+    def _answer_refusal(self) -> None:
+        """Send the refusal now, or after the responses still owed (HTTP answers in order)."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            self.flow.pause_reading()  # on_response_complete answers
+            return
+        self.connections.discard(self)
+        _refuse(self.transport, self._wsgate_refused)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._wsgate_refused:
+            self._answer_refusal()
 
     def on_message_begin(self) -> None:
         self._wsgate_header_count = 0
@@ -238,40 +266,47 @@ class _BoundedH11Connection(h11.Connection):
 
     h11 bounds the head's bytes itself (``max_incomplete_event_size``, its
     error hint is 431); the count and line limits are checked on the parsed
-    request and reported the same way. ``refusal`` is the status to answer.
+    request. A refused head is answered through ``refuse`` (the protocol's),
+    and ``PAUSED`` returned: uvicorn then stops reading and handling events,
+    where an error would have made it answer 400 and log a warning per
+    request, a log line an attacker could repeat at will.
     """
 
-    def __init__(self, limits: HeadLimits) -> None:
+    def __init__(self, limits: HeadLimits, refuse: Callable[[int], None]) -> None:
         super().__init__(h11.SERVER, max_incomplete_event_size=limits.max_bytes)
         self.limits = limits
         self.refusal = 0
+        self._refuse = refuse
 
     def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+        if self.refusal:
+            return h11.PAUSED
         try:
             event = super().next_event()
         except h11.RemoteProtocolError as exc:
-            if exc.error_status_hint in (414, 431):
-                self.refusal = exc.error_status_hint
-            raise
+            if exc.error_status_hint not in (414, 431):
+                raise
+            return self._refused(exc.error_status_hint)
         if isinstance(event, h11.Request):
-            status = 0
             if len(event.method) + len(event.target) + 9 > MAX_LINE_BYTES:
-                status = 414
-            elif len(event.headers) > self.limits.max_count or any(
+                return self._refused(414)
+            if len(event.headers) > self.limits.max_count or any(
                 len(name) + 2 + len(value) > MAX_LINE_BYTES for name, value in event.headers
             ):
-                status = 431
-            if status:
-                self.refusal = status
-                raise h11.RemoteProtocolError("request head too large", error_status_hint=status)
+                return self._refused(431)
         return event
+
+    def _refused(self, status: int) -> type[h11.PAUSED]:
+        self.refusal = status
+        self._refuse(status)
+        return h11.PAUSED
 
 
 class H11HeadLimits(H11Protocol):
     """uvicorn's h11 protocol with bounded request heads (``head_limits``).
 
     uvicorn answers any h11 protocol error with 400 (and one warning line);
-    a head over a limit is answered 431 (or 414) instead.
+    a head over a limit is answered 431 (or 414) instead, without a line.
     """
 
     head_limits: ClassVar[HeadLimits] = DEFAULT_HEAD_LIMITS
@@ -279,13 +314,9 @@ class H11HeadLimits(H11Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Replaced before any byte is read; uvicorn reuses it for every request.
-        self.conn = _BoundedH11Connection(self.head_limits)
+        self.conn = _BoundedH11Connection(self.head_limits, self._refuse_head)
         super().connection_made(transport)  # type: ignore[arg-type]
 
-    def send_400_response(self, msg: str) -> None:
-        refusal = getattr(self.conn, "refusal", 0)
-        if not refusal:
-            super().send_400_response(msg)
-            return
+    def _refuse_head(self, status: int) -> None:
         self.connections.discard(self)
-        _refuse(self.transport, refusal)
+        _refuse(self.transport, status)

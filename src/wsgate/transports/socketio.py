@@ -149,9 +149,9 @@ class SocketIOTransport:
     def open(self, client: Client, scope: Scope) -> None:
         handshake = Handshake.from_asgi_scope(scope, transport=self.name)
         try:
-            slot = self.port.take_handshake_slot(
-                handshake, conn_id=client.session.sid, transport=self.name
-            )
+            # No conn_id yet: the Engine.IO sid is a session credential (a polling
+            # client is its sid) and must not reach the refusal's audit line.
+            slot = self.port.take_handshake_slot(handshake, conn_id="-", transport=self.name)
         except ConnectionRefused as refusal:
             address = handshake.remote_addr or "-"
             from_address = self._refused_by_address.get(address, 0)
