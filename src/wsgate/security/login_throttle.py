@@ -185,8 +185,7 @@ class LoginThrottle:
         if self._limiter is None:
             if self._redis_url:
                 # The stores' client builder: Sentinel and Cluster URLs work as for
-                # every other store, and the keys carry the deployment's hash-tagged
-                # prefix (one Cluster slot, no sharing between deployments).
+                # every other store.
                 keys = RedisKeys.for_url(self._redis_url, self._redis_prefix)
                 client = command_client(
                     self._redis_url,
@@ -196,11 +195,14 @@ class LoginThrottle:
                     route_key=keys.base,
                 )
                 self._pool = client.connection_pool
+                # limits names its keys LIMITS:LIMITER/<identifiers>/...: the first
+                # identifier carries the deployment's {prefix} hash tag (one Cluster
+                # slot); limits 5.0 has no key_prefix option of its own.
+                self._prefix = keys.name("login")
                 self._storage = RedisStorage(
                     "async+redis://",  # the pool below is what connects
                     implementation="redispy",
                     wrap_exceptions=True,
-                    key_prefix=keys.name("login"),
                     connection_pool=self._pool,  # type: ignore[arg-type]  # documented; typed too narrowly
                 )
             else:

@@ -217,8 +217,8 @@ def cluster_command(
     masters is not what Cluster gives wsgate; running many deployments (or
     sharing the cluster with other data) is.
     """
-    return Redis(
-        connection_pool=_SlotOwnerPool(
+    return Redis.from_pool(
+        _SlotOwnerPool(
             parse_url(url), route_key, max_connections=pool_size, timeout=timeout, **options
         )
     )
@@ -232,10 +232,8 @@ def cluster_dedicated(url: str, *, route_key: str | None = None, **options: Any)
     fan-out stream) needs the node owning its slot.
     """
     timeout = options.get("socket_connect_timeout") or 2.0
-    return Redis(
-        connection_pool=_SlotOwnerPool(
-            parse_url(url), route_key, max_connections=2, timeout=timeout, **options
-        )
+    return Redis.from_pool(
+        _SlotOwnerPool(parse_url(url), route_key, max_connections=2, timeout=timeout, **options)
     )
 
 
