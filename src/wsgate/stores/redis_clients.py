@@ -79,7 +79,7 @@ def command_client(
     pool = BlockingConnectionPool.from_url(
         url, max_connections=pool_size, timeout=timeout * POOL_WAIT_FACTOR, **options
     )
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # owns the pool: aclose() closes its connections
 
 
 def dedicated_client(url: str, *, connect_timeout: float, name: str) -> Redis:
@@ -98,4 +98,4 @@ def dedicated_client(url: str, *, connect_timeout: float, name: str) -> Redis:
     pool = BlockingConnectionPool.from_url(
         url, max_connections=2, timeout=connect_timeout, **options
     )
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # owns the pool: aclose() closes its connections
