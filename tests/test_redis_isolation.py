@@ -221,3 +221,43 @@ async def test_the_stream_is_bounded(tmp_path: Path) -> None:
         finally:
             await bus.aclose()
             await raw.aclose()
+
+
+@pytest.mark.parametrize("fault", ["restart", "hang"])
+async def test_revocation_follows_again_right_after_redis_returns(
+    tmp_path: Path, fault: str
+) -> None:
+    """Issue 10 #7: the watch used to back off to 10 s; now within about a second."""
+    async with own_redis(tmp_path, persistent=True) as redis:
+        url = redis.url()
+        async with deployment(url, "revoke-test", 2) as (node1, node2):
+            async with (
+                connect("websocket", node1, token=make_token(sub="victim", ttl=600)) as first,
+                connect("socketio", node2, token=make_token(sub="victim", ttl=600)) as second,
+            ):
+                if fault == "restart":
+                    await redis.restart()
+                else:
+                    redis.hang()
+                    await asyncio.sleep(3.0)  # past the prober's two slow probes
+                    redis.resume()
+                store = RedisRevocationStore(url, prefix="revoke-test")
+                try:
+                    started = time.monotonic()
+                    await wait_for(_revoked(store, "victim"))
+                finally:
+                    await store.aclose()
+                for client in (first, second):
+                    assert await client.wait_closed(timeout=10)
+                took = time.monotonic() - started
+                print(f"revocation cut both sockets {took:.2f} s after Redis returned ({fault})")
+            async with connect("websocket", node1, token=make_token(sub="other", ttl=600)):
+                pass  # and new connections are admitted again
+
+
+def _revoked(store: RedisRevocationStore, sub: str) -> Any:
+    async def revoke() -> bool:
+        await store.revoke_sub(sub, expires_at=time.time() + 600)
+        return True
+
+    return revoke
