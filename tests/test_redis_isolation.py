@@ -22,7 +22,13 @@ from redis_server import own_redis
 from support import free_port, make_token, serve, settings_for
 from wsgate import App
 from wsgate.demo.gateways import Chat
-from wsgate.stores import RedisConnectionCounter, RedisRevocationStore, RedisStreamBus
+from wsgate.stores import (
+    RedisConnectionCounter,
+    RedisConnector,
+    RedisRevocationStore,
+    RedisStreamBus,
+    StoreUnavailable,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -261,3 +267,25 @@ def _revoked(store: RedisRevocationStore, sub: str) -> Any:
         return True
 
     return revoke
+
+
+async def test_broadcasts_waiting_for_redis_are_bounded(tmp_path: Path) -> None:
+    """Past ``max_pending`` broadcasts queued behind a hung Redis, publish fails at once (503)."""
+    async with own_redis(tmp_path) as redis:
+        connector = RedisConnector(redis.url(), timeout=0.5)
+        bus = RedisStreamBus(connector, max_pending=5)
+        try:
+            await bus.publish("/", "n", 0, None, None)  # connected, clock learnt
+            redis.hang()
+            stuck = [asyncio.ensure_future(bus.publish("/", "n", 1, None, None))]
+            await asyncio.sleep(0.1)  # the writer took it and waits on the hung Redis
+            stuck += [asyncio.ensure_future(bus.publish("/", "n", i, None, None)) for i in range(5)]
+            await asyncio.sleep(0)
+            with pytest.raises(StoreUnavailable):
+                await bus.publish("/", "n", 99, None, None)
+            assert not any(f.done() for f in stuck), "refused at once, not after a timeout"
+            outcomes = await asyncio.gather(*stuck, return_exceptions=True)
+            assert all(isinstance(o, StoreUnavailable) for o in outcomes), outcomes
+        finally:
+            redis.resume()
+            await bus.aclose()
