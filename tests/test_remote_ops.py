@@ -31,6 +31,8 @@ from wsgate.stores.redis_keys import RedisKeys
 
 ADMIN = {"roles": ["admin"]}
 
+pytestmark = pytest.mark.timeout(180)  # three demo processes start on a loaded machine
+
 
 # -- one node, no Redis -----------------------------------------------------------------
 
