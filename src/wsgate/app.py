@@ -36,6 +36,7 @@ from wsgate.metrics import Metrics
 from wsgate.schema.asyncapi import asyncapi_json
 from wsgate.security.jwt import TokenIssuer
 from wsgate.settings import Settings
+from wsgate.stores.redis_health import HealthState
 from wsgate.stores.revocation import RevocationStore
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ class App:
         self._stopped = False
         own_routes = [
             Route("/healthz", _healthz, methods=["GET"]),
+            Route("/readyz", self._readyz, methods=["GET"]),
             Route("/metrics", self._metrics_endpoint, methods=["GET"]),
         ]
         if self.settings.asyncapi_path:
@@ -230,6 +232,31 @@ class App:
             return
         response = PlainTextResponse("Origin not allowed", status_code=403)
         await response(scope, receive, send)
+
+    async def ready(self) -> list[str]:
+        """The shared stores that cannot answer now (empty: ready to take traffic).
+
+        ``/readyz`` answers 503 with this list; ``/healthz`` (liveness) never
+        looks at stores, so an orchestrator stops routing to the node while
+        Redis is away instead of restarting it.
+        """
+        failing: list[str] = []
+        redis = self._parts.redis
+        if redis is not None:
+            redis.start()
+            state = redis.health.state
+            if state is HealthState.UNKNOWN:
+                # Not probed yet: look now (bounded by redis_timeout).
+                state = HealthState.UP if await redis.health.probe() else HealthState.DOWN
+            if state is HealthState.DOWN:
+                failing.append("redis")
+        return failing
+
+    async def _readyz(self, request: Request) -> Response:
+        failing = await self.ready()
+        if failing:
+            return JSONResponse({"status": "unavailable", "failing": failing}, 503)
+        return JSONResponse({"status": "ok"})
 
     async def _metrics_endpoint(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=self.metrics.content_type)

@@ -32,6 +32,7 @@ from wsgate.stores.redis_bus import RedisStreamBus
 from wsgate.stores.redis_connector import RedisConnector
 from wsgate.stores.redis_control import RedisControl
 from wsgate.stores.redis_counter import RedisConnectionCounter
+from wsgate.stores.redis_keys import RedisKeys
 from wsgate.stores.revocation import RevocationStore
 from wsgate.transports.socketio import SocketIOTransport
 from wsgate.transports.websocket import WebSocketTransport
@@ -87,14 +88,23 @@ def assemble(
     control: RedisControl | None = None
     redis: RedisConnector | None = None
     if settings.redis_url:
-        # One connector for the node: one bounded pool, one health prober.
-        # Each store retains it; the last one closed closes it.
-        redis = RedisConnector(
-            settings.redis_url,
-            prefix=settings.redis_prefix,
-            pool_size=settings.redis_pool_size,
-            timeout=settings.redis_timeout,
-        )
+        # One connector for the node: one bounded pool, one health prober
+        # (one outage log). Each store retains it; the last one closed closes
+        # it. A Redis revocation store given for the same Redis lends its own.
+        if (
+            isinstance(revocations, RedisRevocationStore)
+            and revocations.connector.url == settings.redis_url
+            and revocations.keys.prefix
+            == RedisKeys.for_url(settings.redis_url, settings.redis_prefix).prefix
+        ):
+            redis = revocations.connector
+        else:
+            redis = RedisConnector(
+                settings.redis_url,
+                prefix=settings.redis_prefix,
+                pool_size=settings.redis_pool_size,
+                timeout=settings.redis_timeout,
+            )
         if revocations is None:
             redis_revocations = RedisRevocationStore(redis)
             closers.append(redis_revocations.aclose)

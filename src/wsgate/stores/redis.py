@@ -111,7 +111,6 @@ class RedisRevocationStore:
 
     async def is_revoked(self, *, sub: str, jti: str | None, issued_at: float | None) -> bool:
         self._check_open()
-        self.connector.start()
         self.connector.check("is_revoked")
         keys = [self.key("sub", sub)]
         if jti is not None:
@@ -149,7 +148,6 @@ class RedisRevocationStore:
 
     async def _store(self, revocation: Revocation) -> None:
         self._check_open()
-        self.connector.start()
         self.connector.check("revoke")
         args: list[str | int] = [
             repr(revocation.revoked_at),
@@ -179,7 +177,6 @@ class _RedisWatch(RevocationWatch):
         store = self._store
         store._check_open()
         store._watches.add(self)
-        store.connector.start()
         store.connector.check("watch")
         # A dedicated client: no read timeout (an idle subscription is not a
         # dead one) and no silent reconnect, which would hide the

@@ -79,7 +79,6 @@ return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[3])
 @dataclass(slots=True)
 class _Pending:
     data: bytes
-    deadline_ms: int
     done: asyncio.Future[None] = field(repr=False)
 
 
@@ -160,11 +159,7 @@ class RedisStreamBus:
             raw = orjson.dumps(envelope)
         except TypeError:  # e.g. an integer beyond 64 bits, which the transports do send
             raw = json.dumps(envelope).encode()
-        health = self.connector.health
-        # Half the timeout: a reply to an entry added just before the
-        # deadline still reaches us before we give up and answer 503.
-        deadline_ms = int((time.time() + health.clock_offset + self.connector.timeout / 2) * 1000)
-        item = _Pending(raw, deadline_ms, asyncio.get_running_loop().create_future())
+        item = _Pending(raw, asyncio.get_running_loop().create_future())
         self._pending.append(item)
         self._has_pending.set()
         self._ensure_writer()
@@ -205,12 +200,19 @@ class RedisStreamBus:
     async def _write(self, batch: list[_Pending]) -> None:
         try:
             self.connector.check("publish")
-            async with asyncio.timeout(self.connector.timeout):
+            # Redis adds the entries only within one timeout from now (in its
+            # own clock); we wait twice that for the answer, so a reply to an
+            # entry added just before the deadline still reaches us (unless
+            # this event loop stalls for a whole timeout).
+            timeout = self.connector.timeout
+            offset = self.connector.health.clock_offset
+            deadline_ms = int((time.time() + offset + timeout) * 1000)
+            async with asyncio.timeout(2 * timeout):
                 async with self._client.pipeline(transaction=False) as pipe:
                     for item in batch:
                         await self._xadd(
                             keys=[self.stream],
-                            args=[item.deadline_ms, self.maxlen, item.data],
+                            args=[deadline_ms, self.maxlen, item.data],
                             client=pipe,
                         )
                     results = await pipe.execute(raise_on_error=False)

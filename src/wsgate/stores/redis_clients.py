@@ -4,8 +4,9 @@ Why two kinds, each configured by hand rather than left at redis-py's
 defaults (which changed between the versions ``redis>=5.0.1`` allows):
 
 - **command clients** share one *bounded, blocking* pool: past
-  ``pool_size`` connections a caller waits (up to ``timeout``) for one to
-  come back instead of failing (redis-py 8's ``ConnectionPool`` raises
+  ``pool_size`` connections a caller waits (up to ``POOL_WAIT_FACTOR`` x
+  ``timeout``: a busy node, not a broken Redis) for one to come back
+  instead of failing (redis-py 8's ``ConnectionPool`` raises
   ``MaxConnectionsError`` at 100) or opening connections without bound
   (redis-py 7's). A burst of 1,000 handshakes queues for a moment; it is
   not refused. Each command has a ``timeout`` read deadline, and a single
@@ -44,6 +45,15 @@ DEDICATED_SCHEMES: dict[str, ClientFactory] = dict(DEDICATED_FACTORIES)
 """Extra URL schemes -> the factory of their dedicated (blocking-read) client."""
 
 
+POOL_WAIT_FACTOR = 3
+"""A caller waits up to this many command timeouts for a pooled connection.
+
+Longer than one command: a burst queues behind healthy commands on a node
+whose event loop is busy. A Redis known to be down is not waited for at all
+(see :mod:`wsgate.stores.redis_health`).
+"""
+
+
 def _scheme(url: str) -> str:
     return url.split("://", 1)[0].lower() if "://" in url else ""
 
@@ -77,7 +87,7 @@ def command_client(
     if factory is not None:
         return factory(url, pool_size=pool_size, timeout=timeout, route_key=route_key, **options)
     pool = BlockingConnectionPool.from_url(
-        url, max_connections=pool_size, timeout=timeout, **options
+        url, max_connections=pool_size, timeout=timeout * POOL_WAIT_FACTOR, **options
     )
     return Redis(connection_pool=pool)
 
