@@ -243,7 +243,7 @@ async def test_wsgate_nodes_on_cluster(tmp_path: Path) -> None:
 # -- failover ---------------------------------------------------------------------------
 
 
-async def say_until_heard(speaker: Any, listener: Any, text: str, attempts: int = 60) -> None:
+async def say_until_heard(speaker: Any, listener: Any, text: str, attempts: int = 120) -> None:
     """``say`` until one is acked delivered and heard (bounded); 503 meanwhile, never a lie."""
     for attempt in range(attempts):
         answer = await speaker.call("say", {"room": "lobby", "text": f"{text}{attempt}"})

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -328,6 +328,14 @@ class _SlotConnection(Connection):
     """
 
     on_moved: Callable[[], None] | None = None
+    before_connect: Callable[[Any], Awaitable[None]] | None = None
+
+    async def connect(self, *args: Any, **kwargs: Any) -> None:
+        # Also for a connection made with the pool's make_connection() and
+        # connected by hand (the fan-out writer does): it finds the owner too.
+        if self.before_connect is not None and not self.is_connected:
+            await self.before_connect(self)
+        await super().connect(*args, **kwargs)  # type: ignore[no-untyped-call,unused-ignore]
 
     async def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -375,7 +383,17 @@ class _SlotOwnerPool(BlockingConnectionPool):
     def make_connection(self) -> Any:
         connection = super().make_connection()  # type: ignore[no-untyped-call,unused-ignore]
         connection.on_moved = self._mark_stale
+        connection.before_connect = self._aim
         return connection
+
+    async def _aim(self, connection: Any) -> None:
+        """Point ``connection`` at the slot's owner (found first if stale)."""
+        if self._stale:
+            async with self._resolving:
+                if self._stale:
+                    await self._point_at(await self._owner())
+        connection.host = self.connection_kwargs["host"]
+        connection.port = self.connection_kwargs["port"]
 
     def _mark_stale(self) -> None:
         self._stale = self._route_key is not None
