@@ -308,5 +308,21 @@ async def test_a_cluster_failover_is_followed(tmp_path: Path) -> None:
             await wait_until(promoted, "the replica to take over")
         assert await slot_owner(replica, tag) == ("127.0.0.1", replica)
         await say_until_heard(ann, ben, "after", attempts=120)
-        async with connect("websocket", node, token=make_token(sub="cid")) as late:
-            assert await late.call("ping") == "pong"
+        await connect_when_ready(node)
+
+
+async def connect_when_ready(node: str, attempts: int = 40) -> None:
+    """A new connection succeeds once the node's pooled connections moved (bounded).
+
+    Each pooled connection still on the old master fails once (MOVED), and
+    the connect it served is refused ``unavailable`` (honest, retryable).
+    """
+    for _ in range(attempts):
+        try:
+            async with connect("websocket", node, token=make_token(sub="cid")) as late:
+                assert await late.call("ping") == "pong"
+                return
+        except Refused as refused:
+            assert refused.code == "unavailable"
+            await asyncio.sleep(0.5)
+    raise AssertionError("new connections never came back")
