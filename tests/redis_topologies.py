@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from conftest import missing_service
+from wsgate.stores.redis_urls import slot_owner_of
 
 SERVICE = "wsgate-test"
 
@@ -82,7 +84,7 @@ class Servers:
                 await proc.wait()
 
 
-async def wait_until(check: object, what: str, attempts: int = 150) -> None:
+async def wait_until(check: object, what: str, attempts: int = 600) -> None:
     """Await ``check()`` until it is truthy (0.1 s apart, bounded)."""
     for _ in range(attempts):
         with contextlib.suppress(RedisError, OSError):
@@ -142,11 +144,18 @@ async def sentinel_setup(tmp_path: Path) -> AsyncIterator[tuple[str, Servers]]:
 
 
 @contextlib.asynccontextmanager
-async def cluster_setup(tmp_path: Path) -> AsyncIterator[tuple[str, Servers]]:
-    """Three cluster masters, slots spread by ``redis-cli --cluster create``."""
+async def cluster_setup(
+    tmp_path: Path, *, replica_for: str | None = None
+) -> AsyncIterator[tuple[str, Servers]]:
+    """Three cluster masters, slots spread by ``redis-cli --cluster create``.
+
+    With ``replica_for`` (a key), a fourth node joins as the replica of the
+    master owning that key's slot (``servers.ports["replica"]``), ready for
+    a ``CLUSTER FAILOVER``.
+    """
     redis_binaries()
     servers = Servers()
-    ports = [cluster_free_port() for _ in range(3)]
+    ports = [cluster_free_port() for _ in range(4 if replica_for else 3)]
     try:
         for index, port in enumerate(ports):
             servers.ports[f"node{index}"] = port
@@ -172,7 +181,7 @@ async def cluster_setup(tmp_path: Path) -> AsyncIterator[tuple[str, Servers]]:
             "redis-cli",
             "--cluster",
             "create",
-            *(f"127.0.0.1:{port}" for port in ports),
+            *(f"127.0.0.1:{port}" for port in ports[:3]),
             "--cluster-replicas",
             "0",
             "--cluster-yes",
@@ -189,9 +198,47 @@ async def cluster_setup(tmp_path: Path) -> AsyncIterator[tuple[str, Servers]]:
                 text = info.decode() if isinstance(info, bytes) else str(info)
                 return "cluster_state:ok" in text
 
-        for port in ports:
+        for port in ports[:3]:
             await wait_until(lambda port=port: cluster_ok(port), f"cluster state ok on {port}")
-        nodes = ",".join(f"127.0.0.1:{port}" for port in ports)
+        if replica_for is not None:
+            servers.ports["replica"] = ports[3]
+            await add_replica(ports[3], ports[0], replica_for)
+        nodes = ",".join(f"127.0.0.1:{port}" for port in ports[:3])
         yield f"redis+cluster://{nodes}", servers
     finally:
         await servers.stop()
+
+
+async def add_replica(replica: int, member: int, key: str) -> None:
+    """Make the node on ``replica`` the replica of the master owning ``key``'s slot."""
+    owner = await slot_owner(member, key)
+    async with aioredis.Redis(host=owner[0], port=owner[1]) as master:
+        owner_id = _text(await master.execute_command("CLUSTER", "MYID"))
+    async with aioredis.Redis(port=replica) as client:
+        await client.execute_command("CLUSTER", "MEET", "127.0.0.1", member)
+
+        async def knows_owner() -> bool:
+            nodes = _text(await client.execute_command("CLUSTER", "NODES"))
+            return owner_id in nodes
+
+        await wait_until(knows_owner, "the new node to meet the cluster")
+        await client.execute_command("CLUSTER", "REPLICATE", owner_id)
+
+        async def synced() -> bool:
+            info = await client.info("replication")
+            return bool(info.get("master_link_status") == "up")
+
+        await wait_until(synced, "the cluster replica to sync")
+
+
+async def slot_owner(port: int, key: str) -> tuple[str, int]:
+    """The master ``(host, port)`` owning ``key``'s slot, as the node on ``port`` sees it."""
+    async with aioredis.Redis(port=port) as client:
+        ranges = await client.execute_command("CLUSTER SLOTS")
+    owner = slot_owner_of(ranges, key_slot(key.encode()))
+    assert owner is not None
+    return owner
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -105,9 +105,12 @@ async def serve(app: Any, port: int) -> AsyncIterator[str]:
 
 
 async def wait_healthy(url: str, proc: asyncio.subprocess.Process | None = None) -> None:
-    """Poll ``/healthz`` until it answers (bounded: 10 s), failing early if ``proc`` died."""
+    """Poll ``/healthz`` until it answers (bounded: 30 s), failing early if ``proc`` died.
+
+    30 s, not less: a demo process took 12 s to start on a loaded 2-core machine.
+    """
     async with httpx.AsyncClient() as http:
-        for _ in range(200):
+        for _ in range(600):
             with contextlib.suppress(httpx.HTTPError):
                 if (await http.get(f"{url}/healthz")).status_code == 200:
                     return

@@ -8,18 +8,20 @@ by PID. Skipped locally without ``redis-server``; required in CI.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
+import redis.asyncio as aioredis
 from redis.exceptions import RedisClusterException, RedisError
 
 from clients import Refused, connect
-from redis_topologies import cluster_setup, sentinel_setup
+from redis_topologies import cluster_setup, sentinel_setup, slot_owner, wait_until
 from support import SECRET, free_port, make_token, serve, settings_for, wsgate_process
 from wsgate import App, RedisRevocationStore
 from wsgate.demo.gateways import Admin, Chat
@@ -27,6 +29,9 @@ from wsgate.stores.redis_clients import command_client, dedicated_client
 from wsgate.stores.redis_control import RedisControl
 from wsgate.stores.redis_keys import RedisKeys
 from wsgate.stores.redis_urls import Topology, parse_url
+
+# Starting a sentinel or a cluster, and waiting out a failover, on a loaded CI machine.
+pytestmark = pytest.mark.timeout(240)
 
 # -- parsing ------------------------------------------------------------------------------
 
@@ -233,3 +238,91 @@ async def test_wsgate_nodes_on_sentinel(tmp_path: Path) -> None:
 async def test_wsgate_nodes_on_cluster(tmp_path: Path) -> None:
     async with cluster_setup(tmp_path / "redis") as (url, _):
         await two_nodes_work(url, tmp_path)
+
+
+# -- failover ---------------------------------------------------------------------------
+
+
+async def say_until_heard(speaker: Any, listener: Any, text: str, attempts: int = 120) -> None:
+    """``say`` until one is acked delivered and heard (bounded); 503 meanwhile, never a lie."""
+    for attempt in range(attempts):
+        answer = await speaker.call("say", {"room": "lobby", "text": f"{text}{attempt}"})
+        if answer == {"delivered": True}:
+            heard = await listener.next_event("message", timeout=10)
+            assert heard["text"] == f"{text}{attempt}"
+            return
+        assert answer["error"]["code"] == "unavailable", answer  # honest while Redis moves
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{text!r} was never delivered")
+
+
+@contextlib.asynccontextmanager
+async def one_node_on(url: str, prefix: str) -> AsyncIterator[str]:
+    port = free_port()
+    app = App([Chat(), Admin()], settings_for(port, redis_url=url, redis_prefix=prefix))
+    async with serve(app, port) as base:
+        yield base
+
+
+async def test_a_sentinel_failover_is_followed(tmp_path: Path) -> None:
+    """The master is stopped; once the sentinel promotes the replica, the node works again."""
+    prefix = f"wsgate-test-{uuid.uuid4().hex[:12]}"
+    async with (
+        sentinel_setup(tmp_path) as (url, servers),
+        one_node_on(url, prefix) as node,
+        connect("websocket", node, token=make_token(sub="ann")) as ann,
+        connect("socketio", node, token=make_token(sub="ben")) as ben,
+    ):
+        for client in (ann, ben):
+            assert await client.call("join", {"room": "lobby"}) == {"room": "lobby"}
+        await say_until_heard(ann, ben, "before")
+        master = servers.procs[0]  # ours: stopped by its PID
+        master.terminate()
+        await master.wait()
+        await say_until_heard(ann, ben, "after", attempts=120)
+        async with connect("websocket", node, token=make_token(sub="cid")) as late:
+            assert await late.call("ping") == "pong"
+
+
+async def test_a_cluster_failover_is_followed(tmp_path: Path) -> None:
+    """The slot's master hands over to its replica (CLUSTER FAILOVER): MOVED is followed."""
+    prefix = f"wsgate-test-{uuid.uuid4().hex[:12]}"
+    tag = RedisKeys(prefix).base
+    async with (
+        cluster_setup(tmp_path, replica_for=tag) as (url, servers),
+        one_node_on(url, prefix) as node,
+        connect("websocket", node, token=make_token(sub="ann")) as ann,
+        connect("socketio", node, token=make_token(sub="ben")) as ben,
+    ):
+        for client in (ann, ben):
+            assert await client.call("join", {"room": "lobby"}) == {"room": "lobby"}
+        await say_until_heard(ann, ben, "before")
+        replica = servers.ports["replica"]
+        async with aioredis.Redis(port=replica) as client:
+            await client.execute_command("CLUSTER", "FAILOVER")
+
+            async def promoted() -> bool:
+                info = await client.info("replication")
+                return bool(info.get("role") == "master")
+
+            await wait_until(promoted, "the replica to take over")
+        assert await slot_owner(replica, tag) == ("127.0.0.1", replica)
+        await say_until_heard(ann, ben, "after", attempts=120)
+        await connect_when_ready(node)
+
+
+async def connect_when_ready(node: str, attempts: int = 40) -> None:
+    """A new connection succeeds once the node's pooled connections moved (bounded).
+
+    Each pooled connection still on the old master fails once (MOVED), and
+    the connect it served is refused ``unavailable`` (honest, retryable).
+    """
+    for _ in range(attempts):
+        try:
+            async with connect("websocket", node, token=make_token(sub="cid")) as late:
+                assert await late.call("ping") == "pong"
+                return
+        except Refused as refused:
+            assert refused.code == "unavailable"
+            await asyncio.sleep(0.5)
+    raise AssertionError("new connections never came back")

@@ -24,12 +24,17 @@ import redis.asyncio as aioredis
 
 from clients import connect
 from support import SECRET, free_port, make_token, serve, settings_for, wsgate_process
-from wsgate import App, Unavailable
+from wsgate import App, StoreUnavailable, Unavailable
+from wsgate.core import remote
 from wsgate.core.remote import BadRequest, parse_request
 from wsgate.demo.gateways import Admin, Chat
+from wsgate.stores import redis_control
+from wsgate.stores.redis_control import RedisControl
 from wsgate.stores.redis_keys import RedisKeys
 
 ADMIN = {"roles": ["admin"]}
+
+pytestmark = pytest.mark.timeout(180)  # three demo processes start on a loaded machine
 
 
 # -- one node, no Redis -----------------------------------------------------------------
@@ -319,3 +324,87 @@ async def test_remote_operations_refuse_when_redis_is_unreachable() -> None:
     async with serve(app, port):
         with pytest.raises(Unavailable):
             await app.server.find_connections("bob", timeout=0.5)
+
+
+# -- bounds, tried past them --------------------------------------------------------------
+
+
+async def test_waiting_requests_are_bounded(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_PENDING requests waiting for answers, the next is refused at once."""
+    monkeypatch.setattr(redis_control, "MAX_PENDING", 2)
+    prefix = f"wsgate-test-{uuid.uuid4().hex[:12]}"
+    plane = RedisControl(redis_url, prefix=prefix, timeout=2)
+
+    async def handler(request: Any) -> dict[str, Any]:
+        return {"count": 0}
+
+    plane.start(handler)
+    try:
+        assert await plane.wait_ready(10)
+        # A node that is alive on paper and never answers: every request waits for it.
+        async with aioredis.Redis.from_url(redis_url) as raw:
+            await raw.zadd(plane.nodes_key, {"silent-node": 2**52})
+        asks = [
+            asyncio.create_task(plane.ask({"op": "list_user", "sub": "x"}, 1.0)) for _ in range(5)
+        ]
+        results = await asyncio.gather(*asks, return_exceptions=True)
+        refused = [r for r in results if isinstance(r, StoreUnavailable)]
+        waited = [r for r in results if isinstance(r, tuple)]
+        assert (len(refused), len(waited)) == (3, 2)
+        assert all(missing == ("silent-node",) for _, missing in waited)
+        assert plane._pending == {}
+    finally:
+        await plane.aclose()
+
+
+async def test_requests_handled_at_once_are_bounded(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_HANDLING requests of other nodes in progress, more are dropped (not queued)."""
+    monkeypatch.setattr(redis_control, "MAX_HANDLING", 3)
+    prefix = f"wsgate-test-{uuid.uuid4().hex[:12]}"
+    plane = RedisControl(redis_url, prefix=prefix, timeout=2)
+    release = asyncio.Event()
+    started = 0
+
+    async def slow(request: Any) -> dict[str, Any]:
+        nonlocal started
+        started += 1
+        await release.wait()
+        return {"count": 0}
+
+    plane.start(slow)
+    try:
+        assert await plane.wait_ready(10)
+        async with aioredis.Redis.from_url(redis_url) as raw:
+            for index in range(10):
+                request = {"op": "list_user", "sub": "x", "id": str(index), "from": "other"}
+                await raw.publish(plane.requests_channel, orjson.dumps(request))
+            for _ in range(100):
+                if started >= 3:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # the other seven have arrived by now
+        assert started == 3 and len(plane._handling) == 3
+        release.set()
+        for _ in range(100):
+            if not plane._handling:
+                break
+            await asyncio.sleep(0.05)
+        assert not plane._handling
+    finally:
+        await plane.aclose()
+
+
+async def test_a_listing_is_bounded_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(remote, "MAX_LISTED", 2)
+    async with (
+        one_node() as (app, url),
+        connect("websocket", url, token=make_token(sub="bob")),
+        connect("websocket", url, token=make_token(sub="bob")),
+        connect("socketio", url, token=make_token(sub="bob")),
+    ):
+        answer = await app.server.find_connections("bob")
+        assert answer.count == 3 and len(answer.connections) == 2 and answer.truncated

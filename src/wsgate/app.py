@@ -178,6 +178,9 @@ class App:
     async def disconnect_token(self, jti: str, reason: str = CloseReason.TOKEN_REVOKED) -> int:
         """Close every live connection on this node that holds the token ``jti``.
 
+        ``await app.server.disconnect_token(jti)`` does it on every node and
+        says which nodes did not answer (see docs/remote-operations.md).
+
         The revocation follower would do it too once the store announces the
         revocation; calling this right after revoking makes it immediate here.
         Each client gets ``auth:revoked`` (or ``auth:expired``) before the close.

@@ -141,8 +141,6 @@ class RedisControl:
         """Publish ``request`` to every node and gather their answers (see the module doc)."""
         if self._closed:
             raise StoreUnavailable("the control plane is closed")
-        if len(self._pending) >= MAX_PENDING:
-            raise StoreUnavailable("too many remote operations waiting for answers")
         # Our answers channel must be live before asking, or answers are lost.
         if not await self.wait_ready(min(timeout, self.timeout)):
             raise StoreUnavailable("the control subscription is not live")
@@ -154,6 +152,10 @@ class RedisControl:
         except RedisError as exc:
             raise self.connector.health.failed("ask", exc) from exc
         expected = {_text(node) for node in alive} - {self.node_id}
+        # Checked where the entry is added (no await between): concurrent asks
+        # cannot all pass the check before any of them registers.
+        if len(self._pending) >= MAX_PENDING:
+            raise StoreUnavailable("too many remote operations waiting for answers")
         request_id = uuid.uuid4().hex
         pending = _Pending(expected)
         self._pending[request_id] = pending

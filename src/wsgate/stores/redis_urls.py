@@ -30,20 +30,28 @@ slot, and the clients here talk to the master that owns it (see
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import itertools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import SSLConnection
+from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.crc import key_slot
+from redis.exceptions import (
+    ClusterDownError,
+    MovedError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
 DEFAULT_SENTINEL_PORT = 26379
 DEFAULT_PORT = 6379
@@ -186,7 +194,7 @@ def sentinel_command(
         timeout=timeout,
         **options,
     )
-    return client
+    return _owning_its_pool(client)
 
 
 def sentinel_dedicated(url: str, *, route_key: str | None = None, **options: Any) -> Redis:
@@ -195,9 +203,9 @@ def sentinel_dedicated(url: str, *, route_key: str | None = None, **options: Any
     options.pop("health_check_interval", None)
     timeout = options.get("socket_connect_timeout") or 2.0
     client: Redis = _sentinel(target, timeout).master_for(
-        target.service or "", redis_class=Redis, **options
+        target.service or "", redis_class=Redis, connection_pool_class=_SentinelPool, **options
     )
-    return client
+    return _owning_its_pool(client)
 
 
 def cluster_command(
@@ -237,6 +245,12 @@ def cluster_dedicated(url: str, *, route_key: str | None = None, **options: Any)
     )
 
 
+def _owning_its_pool(client: Redis) -> Redis:
+    """``aclose()`` closes the pool too (redis-py 5's ``master_for`` leaves it open)."""
+    client.auto_close_connection_pool = True
+    return client
+
+
 COMMAND_FACTORIES: dict[str, Any] = {
     "redis+sentinel": sentinel_command,
     "rediss+sentinel": sentinel_command,
@@ -272,7 +286,20 @@ def _sentinel(target: RedisUrl, timeout: float) -> Sentinel:
     )
 
 
-class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+class _SentinelPool(SentinelConnectionPool):
+    """redis-py's Sentinel pool, which also closes the sentinels' clients when it closes.
+
+    Each wsgate client gets a ``Sentinel`` of its own; left open, its
+    connections to the sentinels would outlive the event loop.
+    """
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        for sentinel in self.sentinel_manager.sentinels:
+            await sentinel.aclose()
+
+
+class _BlockingSentinelPool(_SentinelPool, BlockingConnectionPool):
     """The master's connections through Sentinel, in a pool that waits rather than fails.
 
     redis-py's ``SentinelConnectionPool`` grows like its plain pool (without
@@ -285,29 +312,97 @@ _rotation = itertools.count()
 """Which startup node a keyless dedicated cluster connection tries first."""
 
 
+_MOVED_AWAY = ("MOVED", "CLUSTERDOWN", "READONLY")
+"""Answers of a node that no longer owns the slot (or cannot serve it now)."""
+_MOVED_ERRORS = (MovedError, ClusterDownError, ReadOnlyError)
+
+
+class _SlotConnection(Connection):
+    """A connection that tells its pool when the slot's owner may have changed.
+
+    ``MOVED`` (resharding, or a failover that demoted this node),
+    ``CLUSTERDOWN``, ``READONLY`` and a broken connection mark the pool
+    stale; the connection drops its socket, so its next use connects to
+    wherever the pool then points it. The error is still raised: the
+    command failed, and the stores answer ``unavailable`` for it.
+    """
+
+    on_moved: Callable[[], None] | None = None
+    before_connect: Callable[[Any], Awaitable[None]] | None = None
+
+    async def connect(self, *args: Any, **kwargs: Any) -> None:
+        # Also for a connection made with the pool's make_connection() and
+        # connected by hand (the fan-out writer does): it finds the owner too.
+        if self.before_connect is not None and not self.is_connected:
+            await self.before_connect(self)
+        await super().connect(*args, **kwargs)  # type: ignore[no-untyped-call,unused-ignore]
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)
+        except ResponseError as exc:
+            # redis-py 6+ parses these into their own classes (MOVED loses
+            # its word in str()); redis-py 5 leaves a plain ResponseError.
+            if isinstance(exc, _MOVED_ERRORS) or str(exc).startswith(_MOVED_AWAY):
+                self._moved()
+                await self.disconnect()
+            raise
+        except (RedisConnectionError, OSError):
+            self._moved()
+            raise
+
+    def _moved(self) -> None:
+        if self.on_moved is not None:
+            self.on_moved()
+
+
+class _SlotSSLConnection(_SlotConnection, SSLConnection):
+    """The same, over TLS."""
+
+
 class _SlotOwnerPool(BlockingConnectionPool):
     """A bounded, waiting pool to the cluster master that owns one hash slot.
 
-    The owner is found when a connection is first needed and found again
-    after a connection fails (the master may have failed over): the pool's
-    connections are then pointed at the new owner. Without a ``route_key``,
-    the startup nodes are used in turn.
+    The owner is found when a connection is first needed, and found again
+    (one lookup at a time) after a connection to it fails or answers
+    ``MOVED``: the pool's connections are then pointed at the new owner.
+    Without a ``route_key``, the startup nodes are used in turn.
     """
 
     def __init__(self, target: RedisUrl, route_key: str | None, **kwargs: Any) -> None:
         host, port = target.nodes[next(_rotation) % len(target.nodes)]
-        if target.tls:
-            kwargs["connection_class"] = SSLConnection
+        kwargs["connection_class"] = _SlotSSLConnection if target.tls else _SlotConnection
         super().__init__(
             host=host, port=port, username=target.username, password=target.password, **kwargs
         )
         self._target = target
         self._route_key = route_key
         self._stale = route_key is not None
+        self._resolving = asyncio.Lock()
+
+    def make_connection(self) -> Any:
+        connection = super().make_connection()  # type: ignore[no-untyped-call,unused-ignore]
+        connection.on_moved = self._mark_stale
+        connection.before_connect = self._aim
+        return connection
+
+    async def _aim(self, connection: Any) -> None:
+        """Point ``connection`` at the slot's owner (found first if stale)."""
+        if self._stale:
+            async with self._resolving:
+                if self._stale:
+                    await self._point_at(await self._owner())
+        connection.host = self.connection_kwargs["host"]
+        connection.port = self.connection_kwargs["port"]
+
+    def _mark_stale(self) -> None:
+        self._stale = self._route_key is not None
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         if self._stale:
-            await self._point_at(await self._owner())
+            async with self._resolving:
+                if self._stale:
+                    await self._point_at(await self._owner())
         try:
             return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call,unused-ignore]
         except (RedisConnectionError, OSError):
@@ -349,13 +444,13 @@ class _SlotOwnerPool(BlockingConnectionPool):
                 continue
             finally:
                 await probe.aclose()
-            owner = _slot_owner(ranges, slot)
+            owner = slot_owner_of(ranges, slot)
             if owner is not None:
                 return owner
         raise RedisConnectionError(f"no cluster node could say who owns slot {slot}") from failure
 
 
-def _slot_owner(ranges: Any, slot: int) -> tuple[str, int] | None:
+def slot_owner_of(ranges: Any, slot: int) -> tuple[str, int] | None:
     """The master ``(host, port)`` of ``slot`` in a ``CLUSTER SLOTS`` reply (as redis-py parses it).
 
     redis-py answers a dict ``{(start, end): {"primary": (host, port), ...}}``;
