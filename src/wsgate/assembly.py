@@ -18,6 +18,7 @@ from wsgate.core.dependencies import Injector
 from wsgate.core.gateway import Gateway
 from wsgate.core.handshake import served_of
 from wsgate.core.interceptors import Interceptor
+from wsgate.core.recovery import Recovery
 from wsgate.core.registry import build_registry
 from wsgate.core.runtime import Runtime
 from wsgate.core.tracing import Tracing, sub_hash_key
@@ -136,6 +137,11 @@ def assemble(
         connect_timeout=settings.connect_timeout,
         leeway=settings.jwt_leeway,
         expiry_grace=settings.expiry_grace,
+        recovery=Recovery(
+            window=settings.recovery_window,
+            max_packets=settings.recovery_max_packets,
+            max_bytes=settings.recovery_max_bytes,
+        ),
         tracing=Tracing(
             provider=tracer_provider,
             sub_key=sub_hash_key(settings.trace_sub_key_text(), settings.secret_text()),

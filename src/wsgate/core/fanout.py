@@ -17,6 +17,7 @@ from wsgate.errors import TooManyRequests, Unavailable
 from wsgate.stores.revocation import StoreUnavailable
 
 if TYPE_CHECKING:
+    from wsgate.core.recovery import Recovery
     from wsgate.core.remote import RemoteOps
 
 
@@ -44,6 +45,8 @@ class Fanout:
         self.remote: RemoteOps | None = None
         """Operations on every node (set by the runtime; see :mod:`wsgate.core.remote`)."""
         self.max_rooms_per_connection = max_rooms_per_connection
+        self.recovery: Recovery | None = None
+        """The recovery log every local delivery is recorded in (set by the runtime when on)."""
 
     def attach(self, transport: TransportLink) -> None:
         self.transports.append(transport)
@@ -95,9 +98,21 @@ class Fanout:
     async def deliver_locally(
         self, namespace: str, event: str, payload: Any, room: str | None, skip: str | None
     ) -> None:
-        """Hand an already-converted broadcast to every transport of this node."""
+        """Hand an already-converted broadcast to every transport of this node.
+
+        With recovery on, the broadcast is logged first and its offset goes
+        with it (Socket.IO clients get it as the event's last argument).
+        """
+        recovery = self.recovery
+        if recovery is None:
+            for transport in self.transports:
+                await transport.broadcast(namespace, event, payload, room=room, skip=skip)
+            return
+        offset = recovery.record(namespace, event, payload, room, skip)
         for transport in self.transports:
-            await transport.broadcast(namespace, event, payload, room=room, skip=skip)
+            await transport.broadcast(
+                namespace, event, payload, room=room, skip=skip, offset=offset
+            )
 
     async def send_to(
         self, connection: Connection, event: str, data: Any = None, *, force: bool = False

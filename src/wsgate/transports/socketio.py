@@ -59,7 +59,12 @@ HARD_CAP_FACTOR: Final = 2
 the two is answered with a 413 error object; beyond it, it is not read at all."""
 
 _REASONS: Final = {
-    "client_disconnect": CloseReason.CLIENT_DISCONNECT,
+    # Only a Socket.IO DISCONNECT is the client leaving on purpose. The Engine.IO
+    # session ending (its CLOSE packet, or the websocket closing, whatever the close
+    # code) is a transport close, as Socket.IO counts it: such a client may come
+    # back and be recovered (socket.io-client closes its engine that way when it
+    # loses the network or the page goes away).
+    "client_namespace_disconnect": CloseReason.CLIENT_DISCONNECT,
     "slow_consumer": CloseReason.SLOW_CONSUMER,
     "payload_too_large": CloseReason.PAYLOAD_TOO_LARGE,
 }
@@ -82,6 +87,11 @@ class _Peer:
 
     connection: Connection | None = None
     rooms: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+    replayed: frozenset[str] = frozenset()
+    """Offsets replayed to this socket on recovery: the same broadcast is not sent twice."""
+    live: set[str] | None = dataclasses.field(default_factory=set)
+    """Offsets sent to this socket while its CONNECT was decided (None once it was):
+    they are not replayed again."""
 
 
 class SocketIOTransport:
@@ -180,6 +190,19 @@ class SocketIOTransport:
         except ConnectionRefused as refusal:
             self._forget(socket)
             return self._refused(client, socket, refusal)
+        # Only now, with the token and everything else checked as for any
+        # connection, may an earlier session be taken back and replayed.
+        resumption = await self.port.resume(peer.connection, auth)
+        socket.pid = resumption.pid
+        live, peer.live = peer.live or set(), None
+        missed = [m for m in resumption.missed if m.offset not in live]
+        if missed:
+            frames: list[Any] = []
+            for one in missed:
+                args = [*_args(one.event, one.data), one.offset]
+                frames.extend(encode(PacketType.EVENT, socket.namespace, args))
+            peer.replayed = frozenset(one.offset for one in missed)
+            socket.send_first(frames)
         return None
 
     def _refused(
@@ -256,16 +279,32 @@ class SocketIOTransport:
             socket.send_frames(encode(PacketType.EVENT, namespace, _args(event, data)))
 
     async def broadcast(
-        self, namespace: str, event: str, data: Any, *, room: str | None, skip: str | None
+        self,
+        namespace: str,
+        event: str,
+        data: Any,
+        *,
+        room: str | None,
+        skip: str | None,
+        offset: str | None = None,
     ) -> None:
         members = (
             self._members.get(namespace) if room is None else self._rooms.get((namespace, room))
         )
         if not members:
             return
-        frames = encode(PacketType.EVENT, namespace, _args(event, data))  # once, for everyone
+        args = _args(event, data)
+        if offset is not None:
+            args.append(offset)  # connection-state recovery: the client's last offset
+        frames = encode(PacketType.EVENT, namespace, args)  # once, for everyone
         for socket in list(members):
             if socket.sid != skip:
+                if offset is not None:
+                    peer: _Peer = socket.context
+                    if offset in peer.replayed:
+                        continue
+                    if peer.live is not None:
+                        peer.live.add(offset)
                 socket.send_frames(frames)
 
     async def enter_room(self, conn_id: str, namespace: str, room: str) -> None:
