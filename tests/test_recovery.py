@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,28 @@ async def demo(tmp_path: Path, *flags: str) -> AsyncIterator[tuple[str, Path]]:
     args = ("demo", "--database", str(database), *flags)
     async with wsgate_process(*args, env=ENV) as (url, _):
         yield url, database
+
+
+@contextlib.asynccontextmanager
+async def redis_demos(tmp_path: Path, redis_url: str, *flags: str) -> AsyncIterator[list[str]]:
+    """Two demo nodes on one Redis (a prefix of their own), recovery on."""
+    prefix = f"wsgate-test-{uuid.uuid4().hex}"
+    async with contextlib.AsyncExitStack() as stack:
+        urls = []
+        for i in range(2):
+            args = (
+                "demo",
+                "--database",
+                str(tmp_path / f"node{i}.db"),
+                "--redis-url",
+                redis_url,
+                "--redis-prefix",
+                prefix,
+                *flags,
+            )
+            url, _ = await stack.enter_async_context(wsgate_process(*args, env=ENV))
+            urls.append(url)
+        yield urls
 
 
 async def say_all(url: str, room: str, texts: list[str]) -> None:
@@ -252,3 +275,46 @@ async def test_recovery_off_sends_no_pid_and_no_offset(tmp_path: Path, window: s
         assert messages == [[{"room": "lobby", "from": "bob", "text": "before"}]]
         answer = await alice.ask("reconnect", token=make_token("alice"))
         assert answer["connected"] and answer["recovered"] is False
+
+
+async def test_recovered_through_another_node_on_redis(tmp_path: Path, redis_url: str) -> None:
+    async with (
+        redis_demos(tmp_path, redis_url, "--recovery-window", "120") as (node1, node2),
+        node_client(node1) as alice,
+    ):
+        await dropped_in_lobby(alice, node1, make_token("alice"))
+        # Said on both nodes while alice is away: the stream orders them.
+        await say_all(node1, "lobby", ["m1", "m2"])
+        await say_all(node2, "lobby", ["m3", "m4"])
+        answer = await alice.ask("reconnect", token=make_token("alice"), url=node2)
+        assert answer["connected"] and answer["recovered"] is True
+        await say_all(node1, "lobby", ["after"])  # reaches alice on node 2: her room is back
+        assert await alice.wait_for_text("after") == ["before", "m1", "m2", "m3", "m4", "after"]
+        offsets = [args[1] for args in (await alice.ask("messages"))["messages"]]
+        assert len(set(offsets)) == len(offsets)
+
+
+async def test_on_redis_another_users_token_with_the_pid_recovers_nothing(
+    tmp_path: Path, redis_url: str
+) -> None:
+    async with (
+        redis_demos(tmp_path, redis_url, "--recovery-window", "120") as (node1, node2),
+        node_client(node1) as alice,
+    ):
+        await dropped_in_lobby(alice, node1, make_token("alice"))
+        await say_all(node1, "lobby", ["for alice only"])
+        answer = await alice.ask("reconnect", token=make_token("mallory"), url=node2)
+        assert answer["connected"] and answer["recovered"] is False
+        assert await marked(alice, node2) == ["before"]
+
+
+async def test_on_redis_past_the_packet_bound_the_client_is_a_new_one(
+    tmp_path: Path, redis_url: str
+) -> None:
+    flags = ("--recovery-window", "120", "--recovery-max-packets", "3")
+    async with redis_demos(tmp_path, redis_url, *flags) as (node1, node2), node_client(node1) as c:
+        await dropped_in_lobby(c, node1, make_token("alice"))
+        await say_all(node2, "lobby", ["m1", "m2", "m3", "m4"])
+        answer = await c.ask("reconnect", token=make_token("alice"), url=node2)
+        assert answer["connected"] and answer["recovered"] is False
+        assert await marked(c, node2) == ["before"]

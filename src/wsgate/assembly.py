@@ -34,6 +34,7 @@ from wsgate.stores.redis_connector import RedisConnector
 from wsgate.stores.redis_control import RedisControl
 from wsgate.stores.redis_counter import RedisConnectionCounter
 from wsgate.stores.redis_keys import RedisKeys
+from wsgate.stores.redis_recovery import RedisRecoveryStore
 from wsgate.stores.revocation import RevocationStore
 from wsgate.transports.socketio import SocketIOTransport
 from wsgate.transports.websocket import WebSocketTransport
@@ -86,6 +87,7 @@ def assemble(
     closers: list[Closer] = []
     shared_slots: ConnectionSlots | None = None
     bus: Bus | None = None
+    shared_recovery: RedisRecoveryStore | None = None
     control: RedisControl | None = None
     redis: RedisConnector | None = None
     if settings.redis_url:
@@ -115,6 +117,9 @@ def assemble(
         )
         bus = RedisStreamBus(redis)
         control = RedisControl(redis)
+        if settings.recovery_window > 0:
+            shared_recovery = RedisRecoveryStore(redis)
+            closers.append(shared_recovery.aclose)
     if verifier is None:
         own = TokenVerifier(jwt_config(settings, require_jti=revocations is not None))
         closers.append(own.aclose)
@@ -141,6 +146,7 @@ def assemble(
             window=settings.recovery_window,
             max_packets=settings.recovery_max_packets,
             max_bytes=settings.recovery_max_bytes,
+            shared=shared_recovery,
         ),
         tracing=Tracing(
             provider=tracer_provider,

@@ -5,6 +5,9 @@
 //   {"cmd": "join", "room": R}          -> {"ack": ...}
 //   {"cmd": "drop"}                     -> {"disconnected": reason}  (the transport just closes)
 //   {"cmd": "reconnect", "token": T}    -> as connect, with the pid and offset the client kept
+//   {"cmd": "reconnect", "token": T, "url": U}  -> the same, through another node (as a load
+//                                          balancer would send it): a new Manager to U that
+//                                          carries the kept pid and offset
 //   {"cmd": "messages"}                 -> {"messages": [[data, offset?], ...]} received so far
 //   {"cmd": "quit"}
 const readline = require("node:readline");
@@ -53,6 +56,23 @@ async function run(command) {
       return { disconnected: await gone };
     }
     case "reconnect": {
+      if (command.url) {
+        const old = socket;
+        socket = io(command.url, {
+          auth: { token: command.token },
+          transports: ["websocket"],
+          reconnection: false,
+          forceNew: true,
+          autoConnect: false,
+        });
+        // What socket.io-client keeps across its own reconnects (private fields).
+        socket._pid = old._pid;
+        socket._lastOffset = old._lastOffset;
+        socket.on("message", (...args) => messages.push(args));
+        const result = outcome();
+        socket.connect();
+        return result;
+      }
       socket.auth = { token: command.token };
       const result = outcome();
       socket.connect();

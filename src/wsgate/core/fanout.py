@@ -87,28 +87,38 @@ class Fanout:
             # sender's messages arrive in order on every node.
             self.bus.start(self.deliver_locally)
             try:
-                await self.bus.publish(namespace, event, payload, target, skip)
+                offset = await self.bus.publish(namespace, event, payload, target, skip)
             except StoreUnavailable:
                 raise Unavailable(
                     "The message could not be handed to the other nodes and was not "
                     "delivered; try again"
                 ) from None
+            await self.deliver_locally(namespace, event, payload, target, skip, offset)
+            return
         await self.deliver_locally(namespace, event, payload, target, skip)
 
     async def deliver_locally(
-        self, namespace: str, event: str, payload: Any, room: str | None, skip: str | None
+        self,
+        namespace: str,
+        event: str,
+        payload: Any,
+        room: str | None,
+        skip: str | None,
+        offset: str | None = None,
     ) -> None:
         """Hand an already-converted broadcast to every transport of this node.
 
-        With recovery on, the broadcast is logged first and its offset goes
-        with it (Socket.IO clients get it as the event's last argument).
+        With recovery on, the broadcast goes with its offset (Socket.IO
+        clients get it as the event's last argument): the bus's (a stream
+        id), or, on one node, its place in the recovery log it is added to.
         """
         recovery = self.recovery
         if recovery is None:
             for transport in self.transports:
                 await transport.broadcast(namespace, event, payload, room=room, skip=skip)
             return
-        offset = recovery.record(namespace, event, payload, room, skip)
+        if offset is None:
+            offset = recovery.record(namespace, event, payload, room, skip)
         for transport in self.transports:
             await transport.broadcast(
                 namespace, event, payload, room=room, skip=skip, offset=offset

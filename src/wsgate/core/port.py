@@ -35,7 +35,7 @@ from wsgate.core.json_codec import has_long_integer, loads_strict
 from wsgate.core.pipeline import Reply
 from wsgate.core.recovery import Missed
 from wsgate.core.sessions import audit_connection
-from wsgate.errors import BadRequest, ConnectionRefused, InternalError
+from wsgate.errors import BadRequest, ConnectionRefused, InternalError, TooManyRequests
 from wsgate.security.limits import utf8_size_over
 
 if TYPE_CHECKING:
@@ -165,22 +165,35 @@ class Port:
         recovery = self._runtime.recovery
         if not recovery.enabled or not connection.live:
             return Resumption(None)
-        restored = None
         pid = auth.get("pid") if isinstance(auth, dict) else None
         offset = auth.get("offset") if isinstance(auth, dict) else None
-        if isinstance(pid, str) and isinstance(offset, str):
-            restored = recovery.restore(
-                pid, offset, sub=connection.principal.sub, namespace=connection.namespace
-            )
-        if restored is None or not isinstance(pid, str):
-            connection.recovery_pid = recovery.new_pid()
-            return Resumption(connection.recovery_pid)
-        connection.recovery_pid = pid
+        if not (isinstance(pid, str) and isinstance(offset, str)) or len(pid) > 64:
+            return self._fresh(connection)
+        sub, namespace = connection.principal.sub, connection.namespace
+        saved = await recovery.take(pid, sub=sub, namespace=namespace)
+        if saved is None or not connection.live:
+            return self._fresh(connection)
+        # Rooms first, then what was missed: a broadcast in between arrives live
+        # and is also read back; the transport drops the second by its offset.
         fanout = self._runtime.fanout
-        for room in sorted(restored.rooms):
-            await fanout.join(connection, room)
-        audit_connection("recovered", connection, missed=len(restored.missed))
-        return Resumption(pid, True, restored.missed)
+        joined = [room for room in sorted(saved.rooms) if room not in connection.rooms]
+        for room in list(joined):
+            try:
+                await fanout.join(connection, room)
+            except TooManyRequests:  # on_connect already joined up to the cap
+                joined.remove(room)
+        missed = await recovery.missed(saved, offset)
+        if missed is None:
+            for room in joined:  # not recovered: a new session, in no room it did not join
+                await fanout.leave(connection, room)
+            return self._fresh(connection)
+        connection.recovery_pid = pid
+        audit_connection("recovered", connection, missed=len(missed))
+        return Resumption(pid, True, missed)
+
+    def _fresh(self, connection: Connection) -> Resumption:
+        connection.recovery_pid = self._runtime.recovery.new_pid()
+        return Resumption(connection.recovery_pid)
 
     def refuse(
         self,

@@ -23,9 +23,15 @@ What wsgate does differently from Socket.IO's own, and why:
   recovered; it connects as a new session (``recovered`` false), as
   Socket.IO's clients expect.
 
-The log is this node's: it holds every broadcast this node delivered, its
-own and those the Redis fan-out brought from other nodes, so a client that
-comes back to the same node recovers whether or not Redis is used.
+Where the state lives:
+
+- on one node, here: a log of every broadcast this node delivered, and the
+  saved sessions, in memory;
+- with Redis (:class:`SharedRecovery`, implemented by
+  :class:`wsgate.stores.redis_recovery.RedisRecoveryStore`): offsets are ids
+  of the fan-out stream, missed broadcasts are read back from it, and saved
+  sessions are Redis keys, so a client dropped by one node recovers through
+  any other.
 
 The ``pid`` is a bearer secret of 128 random bits (``secrets``); it is never
 logged and kept out of the connection's ``repr``.
@@ -33,24 +39,30 @@ logged and kept out of the connection's ``repr``.
 
 from __future__ import annotations
 
+import json
+import logging
 import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from wsgate.codes import CloseReason
 from wsgate.core.connection import Connection, room_key
+from wsgate.stores.revocation import StoreUnavailable
+
+log = logging.getLogger("wsgate.recovery")
 
 __all__ = [
     "MAX_SAVED_SESSIONS",
     "RECOVERABLE",
     "Missed",
     "Recovery",
-    "Restored",
+    "Saved",
+    "SharedRecovery",
 ]
 
 MAX_SAVED_SESSIONS = 100_000
@@ -73,12 +85,20 @@ class Missed:
     offset: str
 
 
-@dataclass(frozen=True, slots=True)
-class Restored:
-    """A saved session handed back: its rooms (user-visible names) and what it missed."""
+class SharedRecovery(Protocol):
+    """Saved sessions and the broadcast log shared by every node (Redis)."""
 
-    rooms: frozenset[str]
-    missed: tuple[Missed, ...]
+    async def save(self, pid: str, sub: str, namespace: str, body: str, ttl: float) -> None: ...
+
+    async def take(self, pid: str, sub: str, namespace: str) -> str | None:
+        """The body saved under ``pid``, removed, when it is ``sub``'s on ``namespace``."""
+        ...
+
+    async def since(
+        self, offset: str, limit: int, max_bytes: int
+    ) -> list[tuple[str, str, str, Any, str | None, str | None]] | None:
+        """(offset, namespace, event, data, room, skip) after ``offset``; None past a bound."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +113,14 @@ class _Entry:
 
 
 @dataclass(frozen=True, slots=True)
-class _Saved:
+class Saved:
+    """A session taken back: whose it was, its old connection id, its rooms (user names)."""
+
     sub: str
     namespace: str
     conn_id: str
     rooms: frozenset[str]
-    until: float
+    until: float = 0.0
 
 
 class Recovery:
@@ -112,8 +134,11 @@ class Recovery:
         max_bytes: int = 4_000_000,
         max_sessions: int = MAX_SAVED_SESSIONS,
         clock: Callable[[], float] = time.monotonic,
+        shared: SharedRecovery | None = None,
     ) -> None:
         self.window = window
+        self.shared = shared
+        """Where sessions and broadcasts are kept for every node (None: in this one)."""
         self.max_packets = max_packets
         self.max_bytes = max_bytes
         self.max_sessions = max_sessions
@@ -123,7 +148,7 @@ class Recovery:
         # Offsets start at a random point, so that an offset a client kept from
         # before a restart is, in all likelihood, simply unknown.
         self._seq = secrets.randbits(40)
-        self._saved: OrderedDict[str, _Saved] = OrderedDict()
+        self._saved: OrderedDict[str, Saved] = OrderedDict()
         self.recovered = 0
         """Sessions recovered on this node."""
         self.refused = 0
@@ -138,8 +163,8 @@ class Recovery:
     def record(
         self, namespace: str, event: str, data: Any, room: str | None, skip: str | None
     ) -> str | None:
-        """Log one broadcast this node delivers; its offset (None when recovery is off)."""
-        if self.window <= 0:
+        """Log one broadcast this node delivers; its offset (None when off, or shared)."""
+        if self.window <= 0 or self.shared is not None:
             return None
         self._seq += 1
         size = _size(event, data)
@@ -170,53 +195,88 @@ class Recovery:
         """A fresh private session id: 128 random bits, URL-safe."""
         return secrets.token_urlsafe(16)
 
-    def save(self, connection: Connection, pid: str) -> None:
-        """Keep what ``connection`` needs to be recovered under ``pid``, for ``window`` seconds."""
+    async def save(self, connection: Connection, pid: str) -> None:
+        """Keep what ``connection`` needs to be recovered under ``pid``, for ``window`` seconds.
+
+        Best effort: when Redis cannot take it, the client will simply not be
+        recovered (it connects as a new one).
+        """
         if self.window <= 0:
+            return
+        sub, namespace = connection.principal.sub, connection.namespace
+        if self.shared is not None:
+            body = json.dumps({"conn": connection.id, "rooms": sorted(connection.rooms)})
+            try:
+                await self.shared.save(pid, sub, namespace, body, self.window)
+            except StoreUnavailable:
+                log.debug("a session could not be saved for recovery: Redis is unavailable")
             return
         now = self._clock()
         self._expire(now)
         saved = self._saved
         saved.pop(pid, None)
-        saved[pid] = _Saved(
-            connection.principal.sub,
-            connection.namespace,
-            connection.id,
-            frozenset(connection.rooms),
-            now + self.window,
+        saved[pid] = Saved(
+            sub, namespace, connection.id, frozenset(connection.rooms), now + self.window
         )
         while len(saved) > self.max_sessions:
             saved.popitem(last=False)
 
-    def restore(self, pid: str, offset: str, *, sub: str, namespace: str) -> Restored | None:
-        """Take the session ``pid`` back, or None: unknown, expired, another user's, or a gap.
+    async def take(self, pid: str, *, sub: str, namespace: str) -> Saved | None:
+        """Take the session ``pid`` back, or None: unknown, expired, or another user's.
 
         The session is removed only when it is handed back, so a ``pid``
         presented by another user (or on another namespace) cannot destroy
-        it. Computed without awaiting, so no broadcast slips between what is
-        replayed and the rooms being entered.
+        it, and a ``pid`` is recovered at most once.
         """
-        now = self._clock()
-        self._expire(now)
+        if self.shared is not None:
+            try:
+                body = await self.shared.take(pid, sub, namespace)
+            except StoreUnavailable:
+                body = None
+            if body is None:
+                self.refused += 1
+                return None
+            data = json.loads(body)
+            return Saved(sub, namespace, str(data["conn"]), frozenset(map(str, data["rooms"])))
+        self._expire(self._clock())
         saved = self._saved.get(pid)
         if saved is None or saved.sub != sub or saved.namespace != namespace:
             self.refused += 1
             return None
         del self._saved[pid]
-        entries = self._since(offset)
+        return saved
+
+    async def missed(self, saved: Saved, offset: str) -> tuple[Missed, ...] | None:
+        """What ``saved`` missed since ``offset``, or None when some of it is gone (a gap).
+
+        Call it after the connection entered the session's rooms again: a
+        broadcast that arrives in between is then both live and replayed,
+        which the transport sees by its offset, rather than lost.
+        """
+        if self.shared is not None:
+            try:
+                entries = await self.shared.since(offset, self.max_packets, self.max_bytes)
+            except StoreUnavailable:
+                entries = None
+        else:
+            local = self._since(offset)
+            entries = (
+                None
+                if local is None
+                else [(str(e.seq), e.namespace, e.event, e.data, e.room, e.skip) for e in local]
+            )
         if entries is None:
             self.refused += 1
             return None
         keys = {room_key(room) for room in saved.rooms}
-        missed = tuple(
-            Missed(entry.event, entry.data, str(entry.seq))
-            for entry in entries
-            if entry.namespace == namespace
-            and (entry.room is None or entry.room in keys)
-            and entry.skip != saved.conn_id
-        )
         self.recovered += 1
-        return Restored(saved.rooms, missed)
+        return tuple(
+            Missed(event, data, entry_offset)
+            for entry_offset, namespace, event, data, room, skip in entries
+            if namespace == saved.namespace
+            and (room is None or room in keys)
+            and skip != saved.conn_id
+        )
 
     def _expire(self, now: float) -> None:
         saved = self._saved

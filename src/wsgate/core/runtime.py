@@ -175,7 +175,7 @@ class Runtime:
         connection.close_reason = reason
         self.sessions.disarm(connection)
         if connection.recovery_pid is not None and reason in RECOVERABLE:
-            self.recovery.save(connection, connection.recovery_pid)
+            await self.recovery.save(connection, connection.recovery_pid)
         current = asyncio.current_task()
         in_flight = [task for task in connection.tasks if task is not current]
         for task in in_flight:

@@ -46,8 +46,9 @@ from wsgate.stores.revocation import StoreUnavailable
 
 log = logging.getLogger("wsgate.bus")
 
-Deliver = Callable[[str, str, Any, "str | None", "str | None"], Awaitable[None]]
-"""(namespace, event, data, room, skip) -> deliver to this node's transports (the core's)."""
+Deliver = Callable[[str, str, Any, "str | None", "str | None", "str | None"], Awaitable[None]]
+"""(namespace, event, data, room, skip, offset) -> deliver to this node's transports (the
+core's); ``offset`` is the entry's stream id (connection-state recovery replays from it)."""
 
 _LONG_DIGITS = re.compile(rb"\d{19}")
 
@@ -79,7 +80,7 @@ return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[3])
 @dataclass(slots=True)
 class _Pending:
     data: bytes
-    done: asyncio.Future[None] = field(repr=False)
+    done: asyncio.Future[str] = field(repr=False)
 
 
 class RedisStreamBus:
@@ -136,8 +137,8 @@ class RedisStreamBus:
 
     async def publish(
         self, namespace: str, event: str, data: Any, room: str | None, skip: str | None
-    ) -> None:
-        """Hand one broadcast to Redis; :class:`StoreUnavailable` when it was not taken."""
+    ) -> str:
+        """Hand one broadcast to Redis: its stream id; :class:`StoreUnavailable` when not taken."""
         if self._closed:
             raise StoreUnavailable("the bus is closed")
         self.connector.start()
@@ -163,7 +164,7 @@ class RedisStreamBus:
         self._pending.append(item)
         self._has_pending.set()
         self._ensure_writer()
-        await item.done
+        return await item.done
 
     async def aclose(self) -> None:
         if self._closed:
@@ -230,7 +231,7 @@ class RedisStreamBus:
                     self.connector.health.failed("publish", result)
                 item.done.set_exception(StoreUnavailable("Redis did not take the broadcast"))
             else:
-                item.done.set_result(None)
+                item.done.set_result(_text(result))
 
     @staticmethod
     def _fail_pending(items: Any, exc: StoreUnavailable) -> None:
@@ -289,9 +290,9 @@ class RedisStreamBus:
             for _stream, entries in reply or ():
                 for entry_id, fields in entries:
                     self.last_id = _text(entry_id)
-                    await self._handle(fields)
+                    await self._handle(self.last_id, fields)
 
-    async def _handle(self, fields: dict[Any, Any]) -> None:
+    async def _handle(self, entry_id: str, fields: dict[Any, Any]) -> None:
         raw = fields.get(b"m", fields.get("m"))
         try:
             if not isinstance(raw, bytes):
@@ -313,7 +314,7 @@ class RedisStreamBus:
             self._seen.popitem(last=False)
         try:
             await self._deliver(
-                message["ns"], message["e"], message["d"], message["r"], message["s"]
+                message["ns"], message["e"], message["d"], message["r"], message["s"], entry_id
             )
             self.delivered += 1
         except Exception:
