@@ -337,6 +337,11 @@ class SocketIOTransport:
         if socket is None or socket.namespace != namespace:
             return
         client = socket.client
+        if reason == CloseReason.SERVER_SHUTDOWN:
+            # No DISCONNECT packet: a client told "io server disconnect" would not
+            # come back, where a server going away is exactly when it should.
+            client.close(reason)
+            return
         self.sockets.disconnect(socket, reason)
         if not client.sockets:
             client.close(reason)
