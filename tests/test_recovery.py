@@ -318,3 +318,58 @@ async def test_on_redis_past_the_packet_bound_the_client_is_a_new_one(
         answer = await c.ask("reconnect", token=make_token("alice"), url=node2)
         assert answer["connected"] and answer["recovered"] is False
         assert await marked(c, node2) == ["before"]
+
+
+async def test_a_token_that_lost_the_namespace_role_is_refused_and_the_session_kept(
+    tmp_path: Path,
+) -> None:
+    async with (
+        demo(tmp_path, "--recovery-window", "120") as (url, _),
+        node_client(url) as root,
+        connect(
+            "websocket", url, token=make_token("boss", roles=["admin"]), namespace="/admin"
+        ) as boss,
+    ):
+        admin = make_token("root", roles=["admin"])
+        answer = await root.ask("connect", token=admin, namespace="/admin")
+        assert answer["connected"] and not answer["recovered"]
+        await boss.call("admin:broadcast", {"text": "before"})
+        await root.wait_for_text("before")
+        await drop(root)
+        await boss.call("admin:broadcast", {"text": "for admins"})
+        # The same user, but the role was taken away while the client was away.
+        refused = await root.ask("reconnect", token=make_token("root", roles=[]))
+        assert refused.get("code") == "forbidden", refused
+        assert await root.texts() == ["before"]
+        # The refused attempt consumed nothing: with the role, the session is recovered.
+        answer = await root.ask("reconnect", token=make_token("root", roles=["admin"]))
+        assert answer["connected"] and answer["recovered"] is True
+        await boss.call("admin:broadcast", {"text": "after"})
+        assert await root.wait_for_text("after") == ["before", "for admins", "after"]
+
+
+async def test_no_log_line_holds_the_pid(tmp_path: Path) -> None:
+    database = tmp_path / "demo.db"
+    args = ("demo", "--database", str(database), "--recovery-window", "120")
+    async with wsgate_process(*args, env=ENV) as (url, lines), node_client(url) as alice:
+        answer = await alice.ask("connect", token=make_token("alice"))
+        pid = answer["pid"]
+        assert isinstance(pid, str) and len(pid) >= 22
+        await alice.ask("join", room="lobby")
+        await say_all(url, "lobby", ["before"])
+        await alice.wait_for_text("before")
+        await drop(alice)
+        await say_all(url, "lobby", ["missed"])
+        answer = await alice.ask("reconnect", token=make_token("alice"))
+        assert answer["recovered"] is True and answer["pid"] == pid
+        await alice.wait_for_text("missed")
+        await drop(alice)
+        await alice.ask("reconnect", token=make_token("mallory"))
+        for _ in range(100):  # the audit lines of the last connect are out
+            if sum("recovered" in line for line in lines) >= 1 and any(
+                "mallory" in line for line in lines
+            ):
+                break
+            await asyncio.sleep(0.05)
+    assert any("recovered" in line for line in lines)
+    assert not [line for line in lines if pid in line]

@@ -1,7 +1,8 @@
 // A socket.io-client (npm) driven line by line, for the connection-state recovery tests.
 // Usage: node recovery.cjs URL. Reads one JSON command per line on stdin, answers one JSON
 // line per command on stdout:
-//   {"cmd": "connect", "token": T}      -> {"connected", "recovered", "id"} or {"error", "code"}
+//   {"cmd": "connect", "token": T, "namespace"?: N}
+//                                       -> {"connected", "recovered", "id", "pid"} or {"error", "code"}
 //   {"cmd": "join", "room": R}          -> {"ack": ...}
 //   {"cmd": "drop"}                     -> {"disconnected": reason}  (the transport just closes)
 //   {"cmd": "reconnect", "token": T}    -> as connect, with the pid and offset the client kept
@@ -15,7 +16,14 @@ const { io } = require("socket.io-client");
 
 const [url] = process.argv.slice(2);
 let socket = null;
+let base = url;
 const messages = [];
+
+function listen() {
+  for (const event of ["message", "announcement"]) {
+    socket.on(event, (...args) => messages.push(args));
+  }
+}
 
 function reply(obj) {
   process.stdout.write(JSON.stringify(obj) + "\n");
@@ -25,7 +33,12 @@ function outcome() {
   return new Promise((resolve) => {
     const ok = () => {
       socket.off("connect_error", bad);
-      resolve({ connected: true, recovered: socket.recovered === true, id: socket.id });
+      resolve({
+        connected: true,
+        recovered: socket.recovered === true,
+        id: socket.id,
+        pid: socket._pid, // private to socket.io-client; the tests check no log line holds it
+      });
     };
     const bad = (err) => {
       socket.off("connect", ok);
@@ -39,13 +52,14 @@ function outcome() {
 async function run(command) {
   switch (command.cmd) {
     case "connect": {
-      socket = io(url, {
+      base = url + (command.namespace || "");
+      socket = io(base, {
         auth: { token: command.token },
         transports: ["websocket"],
         reconnection: false,
         forceNew: true,
       });
-      socket.on("message", (...args) => messages.push(args));
+      listen();
       return outcome();
     }
     case "join":
@@ -58,7 +72,7 @@ async function run(command) {
     case "reconnect": {
       if (command.url) {
         const old = socket;
-        socket = io(command.url, {
+        socket = io(command.url + (command.namespace || ""), {
           auth: { token: command.token },
           transports: ["websocket"],
           reconnection: false,
@@ -68,7 +82,7 @@ async function run(command) {
         // What socket.io-client keeps across its own reconnects (private fields).
         socket._pid = old._pid;
         socket._lastOffset = old._lastOffset;
-        socket.on("message", (...args) => messages.push(args));
+        listen();
         const result = outcome();
         socket.connect();
         return result;
