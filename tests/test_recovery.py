@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 
@@ -111,6 +112,11 @@ async def redis_demos(tmp_path: Path, redis_url: str, *flags: str) -> AsyncItera
         yield urls
 
 
+async def metrics(url: str) -> str:
+    async with httpx.AsyncClient() as http:
+        return (await http.get(f"{url}/metrics")).text
+
+
 async def say_all(url: str, room: str, texts: list[str]) -> None:
     """``bob`` says each text in ``room`` over /ws, each acked as delivered."""
     async with connect("websocket", url, token=make_token("bob")) as bob:
@@ -167,6 +173,7 @@ async def test_a_dropped_client_gets_exactly_what_it_missed_in_order_once(
         offsets = [args[1] for args in messages]
         assert all(isinstance(offset, str) for offset in offsets)
         assert len(set(offsets)) == len(offsets)
+        assert 'wsgate_recoveries_total{outcome="recovered"} 1.0' in await metrics(url)
 
 
 async def test_recovered_twice_in_a_row(tmp_path: Path) -> None:
@@ -236,6 +243,7 @@ async def test_another_users_token_with_the_pid_recovers_nothing(tmp_path: Path)
         assert answer["connected"] and answer["recovered"] is False
         await say_all(url, "lobby", ["still for alice only"])
         assert await marked(client, url) == ["before"]
+        assert 'wsgate_recoveries_total{outcome="new"} 1.0' in await metrics(url)
 
 
 async def test_past_the_window_the_client_is_a_new_one(tmp_path: Path) -> None:

@@ -170,8 +170,10 @@ class Port:
         if not (isinstance(pid, str) and isinstance(offset, str)) or len(pid) > 64:
             return self._fresh(connection)
         sub, namespace = connection.principal.sub, connection.namespace
+        recoveries = self._runtime.metrics.recoveries
         saved = await recovery.take(pid, sub=sub, namespace=namespace)
         if saved is None or not connection.live:
+            recoveries.labels("new").inc()
             return self._fresh(connection)
         # Rooms first, then what was missed: a broadcast in between arrives live
         # and is also read back; the transport drops the second by its offset.
@@ -186,7 +188,9 @@ class Port:
         if missed is None:
             for room in joined:  # not recovered: a new session, in no room it did not join
                 await fanout.leave(connection, room)
+            recoveries.labels("new").inc()
             return self._fresh(connection)
+        recoveries.labels("recovered").inc()
         connection.recovery_pid = pid
         audit_connection("recovered", connection, missed=len(missed))
         return Resumption(pid, True, missed)
