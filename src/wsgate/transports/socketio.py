@@ -46,6 +46,7 @@ from wsgate.core.port import (
 from wsgate.transports.engineio import EngineConfig, EngineServer, OpenRefused
 from wsgate.transports.sio import Client, Socket, SocketConfig, SocketServer
 from wsgate.transports.sio.packet import PacketType, encode
+from wsgate.transports.sio.server import MAX_HELD_FRAMES
 
 __all__ = ["MAX_REFUSED_SESSIONS", "SocketIOTransport"]
 
@@ -89,9 +90,9 @@ class _Peer:
     rooms: set[tuple[str, str]] = dataclasses.field(default_factory=set)
     replayed: frozenset[str] = frozenset()
     """Offsets replayed to this socket on recovery: the same broadcast is not sent twice."""
-    live: set[str] | None = dataclasses.field(default_factory=set)
-    """Offsets sent to this socket while its CONNECT was decided (None once it was):
-    they are not replayed again."""
+    live: list[tuple[str, list[Any]]] | None = dataclasses.field(default_factory=list)
+    """Broadcasts (offset, frames) for this socket while its CONNECT is decided (None
+    once it was): they go out after it, merged with what recovery replays."""
 
 
 class SocketIOTransport:
@@ -194,15 +195,24 @@ class SocketIOTransport:
         # connection, may an earlier session be taken back and replayed.
         resumption = await self.port.resume(peer.connection, auth)
         socket.pid = resumption.pid
-        live, peer.live = peer.live or set(), None
-        missed = [m for m in resumption.missed if m.offset not in live]
-        if missed:
-            frames: list[Any] = []
-            for one in missed:
-                args = [*_args(one.event, one.data), one.offset]
-                frames.extend(encode(PacketType.EVENT, socket.namespace, args))
-            peer.replayed = frozenset(one.offset for one in missed)
-            socket.send_first(frames)
+        live, peer.live = peer.live or [], None
+        if not resumption.missed:
+            for _offset, frames in live:
+                socket.send_frames(frames)
+            return None
+        # What was missed, in stream order, then what arrived live and is not in it
+        # (newer): a broadcast both read back and received live goes out once, in
+        # its place.
+        replayed = frozenset(one.offset for one in resumption.missed)
+        out: list[Any] = []
+        for one in resumption.missed:
+            args = [*_args(one.event, one.data), one.offset]
+            out.extend(encode(PacketType.EVENT, socket.namespace, args))
+        for offset, frames in live:
+            if offset not in replayed:
+                out.extend(frames)
+        peer.replayed = replayed
+        socket.send_first(out)
         return None
 
     def _refused(
@@ -304,7 +314,11 @@ class SocketIOTransport:
                     if offset in peer.replayed:
                         continue
                     if peer.live is not None:
-                        peer.live.add(offset)
+                        # Its CONNECT is being decided: kept (at most MAX_HELD_FRAMES)
+                        # until recovery has said what it replays.
+                        if len(peer.live) < MAX_HELD_FRAMES:
+                            peer.live.append((offset, frames))
+                        continue
                 socket.send_frames(frames)
 
     async def enter_room(self, conn_id: str, namespace: str, room: str) -> None:
