@@ -34,9 +34,12 @@ ROOM = "faults"
 
 @contextlib.asynccontextmanager
 async def demo_nodes(
-    redis: RedisServer, tmp_path: Path, count: int = 3, *extra: str
+    redis: RedisServer, tmp_path: Path, count: int = 3, *, redis_timeout: float = 1.0
 ) -> AsyncIterator[list[tuple[str, list[str]]]]:
-    """``count`` ``wsgate demo`` processes sharing ``redis``; yields (url, output lines) each."""
+    """``count`` ``wsgate demo`` processes sharing ``redis``; yields (url, output lines) each.
+
+    ``redis_timeout`` is short by default so that outages are seen quickly.
+    """
     args = [
         "demo",
         "--jwt-secret",
@@ -46,7 +49,7 @@ async def demo_nodes(
         "--redis-url",
         redis.url(),
         "--redis-timeout",
-        "1",
+        str(redis_timeout),
         "--max-pending-handshakes",
         "2000",
         "--max-pending-handshakes-per-address",
@@ -57,7 +60,6 @@ async def demo_nodes(
         "1000",
         "--log-level",
         "info",
-        *extra,
     ]
     async with contextlib.AsyncExitStack() as stack:
         nodes = [await stack.enter_async_context(wsgate_process(*args)) for _ in range(count)]
@@ -74,13 +76,11 @@ class Tally:
     seen: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
 
-async def listen(client: WebSocketClient, name: str, tally: Tally, stop: asyncio.Event) -> None:
+async def listen(client: WebSocketClient, name: str, tally: Tally) -> None:
+    """Record every message until cancelled (after the senders stopped and a pause)."""
     mine = tally.seen.setdefault(name, {})
-    while not stop.is_set():
-        try:
-            message = await client.next_event("message", timeout=0.5)
-        except TimeoutError:
-            continue
+    while True:
+        message = await client.next_event("message", timeout=3600)
         sender, _, number = message["text"].partition("#")
         mine.setdefault(sender, []).append(int(number))
 
@@ -113,8 +113,14 @@ def check_tally(tally: Tally, listeners: list[str]) -> None:
             assert got == sorted(got), f"{listener} got {sender}'s messages out of order"
             lost = set(acked) - set(got)
             assert not lost, f"{listener} lost {len(lost)} acked messages of {sender}"
+            # A 503 is "not confirmed". It is delivered nowhere when Redis
+            # refused it or took it late (a hang); only a write Redis ran
+            # just before its connection died (the reply lost with it) may
+            # still arrive. A sender has one message in flight, so at most
+            # one such per outage (two here).
             phantom = set(got) - set(acked)
-            assert not phantom, f"{listener} got {len(phantom)} messages acked 503 by {sender}"
+            assert phantom <= set(tally.refused[sender]), f"{listener}: unknown messages"
+            assert len(phantom) <= 2, f"{listener} got {len(phantom)} 503-acked of {sender}"
 
 
 async def redis_outage_sequence(redis: RedisServer, recovered: list[float], say: Any) -> None:
@@ -146,7 +152,12 @@ async def time_to_delivery(say: Any) -> float:
 async def test_three_nodes_lose_nothing_and_ack_honestly_through_redis_faults(
     tmp_path: Path,
 ) -> None:
-    async with own_redis(tmp_path) as redis, demo_nodes(redis, tmp_path) as nodes:
+    # A persistent Redis (AOF): the stream outlives the restart. Without
+    # persistence, entries not yet read by every node die with Redis.
+    async with (
+        own_redis(tmp_path, persistent=True) as redis,
+        demo_nodes(redis, tmp_path) as nodes,
+    ):
         tally = Tally()
         stop = asyncio.Event()
         async with contextlib.AsyncExitStack() as stack:
@@ -168,7 +179,7 @@ async def test_three_nodes_lose_nothing_and_ack_honestly_through_redis_faults(
             async def say_probe() -> Any:
                 return await probe.call("say", {"room": "probe-room", "text": "x"}, timeout=20)
 
-            tasks = [asyncio.create_task(listen(c, n, tally, stop)) for n, c in listeners]
+            tasks = [asyncio.create_task(listen(c, n, tally)) for n, c in listeners]
             talk = [asyncio.create_task(speak(c, n, tally, stop)) for n, c in speakers]
             recovered: list[float] = []
             await redis_outage_sequence(redis, recovered, say_probe)
@@ -195,7 +206,11 @@ async def test_three_nodes_lose_nothing_and_ack_honestly_through_redis_faults(
 
 
 async def test_a_burst_of_1000_connects_to_one_node_is_all_accepted(tmp_path: Path) -> None:
-    async with own_redis(tmp_path) as redis, demo_nodes(redis, tmp_path, 1) as nodes:
+    # The default Redis timeout: a burst queues for pooled connections.
+    async with (
+        own_redis(tmp_path) as redis,
+        demo_nodes(redis, tmp_path, 1, redis_timeout=2.0) as nodes,
+    ):
         url = nodes[0][0]
         accepted = 0
         refused: list[Any] = []

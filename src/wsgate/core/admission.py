@@ -232,7 +232,9 @@ class Admission:
         try:
             taken = await self.slots.acquire(principal.sub, conn_id)
         except StoreUnavailable:
-            log.error("connection count store unavailable; refusing the connection")
+            # Counted (metrics, audit), not logged each time: the store logs
+            # the outage once, however many connections it turns away.
+            log.debug("connection count store unavailable; refusing the connection")
             raise unavailable("store_unavailable") from None
         if not taken:
             self.metrics.limit_hits.labels("connections_per_user").inc()
@@ -299,7 +301,7 @@ class Admission:
                 sub=principal.sub, jti=principal.jti, issued_at=principal.issued_at
             )
         except StoreUnavailable:
-            log.error("revocation store unavailable; refusing the connection")
+            log.debug("revocation store unavailable; refusing the connection")  # as above
             raise unavailable("store_unavailable") from None
         if revoked:
             raise TokenError(Code.TOKEN_REVOKED, "Token revoked", "revoked")

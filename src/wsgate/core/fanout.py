@@ -81,17 +81,17 @@ class Fanout:
         payload = to_wire(data)
         target = room_key(room) if room is not None else None
         if self.bus is not None:
-            # Other nodes first: when the bus cannot take the message nobody
-            # gets it, so the 503 the sender sees means "not delivered" and a
-            # retry duplicates nothing. The bus keeps call order, so a
+            # Other nodes first: when the bus cannot take the message, this
+            # node's members do not get it either, and the sender's 503 means
+            # "not delivered" (but for a write whose reply Redis could not
+            # send back, see RedisStreamBus). The bus keeps call order, so a
             # sender's messages arrive in order on every node.
             self.bus.start(self.deliver_locally)
             try:
                 offset = await self.bus.publish(namespace, event, payload, target, skip)
             except StoreUnavailable:
                 raise Unavailable(
-                    "The message could not be handed to the other nodes and was not "
-                    "delivered; try again"
+                    "The message could not be handed to the other nodes; try again later"
                 ) from None
             await self.deliver_locally(namespace, event, payload, target, skip, offset)
             return

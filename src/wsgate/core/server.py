@@ -42,8 +42,8 @@ class Server:
         ``skip`` is a connection id that does not get it (usually the
         sender's). With a bus (``redis_url``) other nodes' members get it too;
         when the bus cannot take it, :class:`~wsgate.Unavailable` is raised
-        and nobody got it (not even this node's members), so a handler's ack
-        says 503 and a retry duplicates nothing.
+        and this node's members did not get it either, so a handler's ack says
+        503.
         """
         await self._fanout.emit(
             namespace if namespace is not None else self.namespace,

@@ -119,6 +119,7 @@ class RedisRevocationStore:
             values: list[Any] = await self._client.mget(keys)
         except RedisError as exc:
             raise self.connector.health.failed("is_revoked", exc) from exc
+        self.connector.health.ok()
         if len(values) > 1 and values[1] is not None:
             return True
         if values[0] is None:
@@ -159,6 +160,7 @@ class RedisRevocationStore:
             await self._revoke_script(keys=[self.key(revocation.kind, revocation.value)], args=args)
         except RedisError as exc:
             raise self.connector.health.failed("revoke", exc) from exc
+        self.connector.health.ok()
 
     def _check_open(self) -> None:
         if self._closed:

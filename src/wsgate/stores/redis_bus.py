@@ -10,16 +10,24 @@ In short, as socket.io's redis-streams-adapter does:
   connection it resumes from that id, so an outage shorter than the
   retention loses nothing;
 - one writer task per node adds entries in the order ``publish`` was
-  called, pipelined over one connection: a sender's messages keep their
-  order on every node (several pooled connections would reorder them);
-- every entry carries ``(node_id, seq)``; a reader drops a ``seq`` it has
-  seen from that node, so a command redis-py retried after a dropped
-  connection is delivered once;
-- an entry carries a deadline in Redis' own clock, and the script adding it
-  does nothing once that deadline has passed: a command that reaches Redis
-  late (Redis hung, then resumed) cannot deliver a message whose sender was
-  already told 503. So :class:`StoreUnavailable` from :meth:`publish` means
-  "not delivered to any other node", and the core answers 503.
+  called, in batches over one connection of its own: a sender's messages
+  keep their order on every node (several pooled connections would
+  reorder them);
+- every entry carries ``(node_id, seq)``; a reader delivers each at most
+  once whatever the stream holds (an entry written twice, a re-read after
+  resuming at an older id);
+- an entry carries ``t``, when its sender wrote it (in Redis' clock,
+  as the node's health prober measures it), and ``l``, the sender's
+  patience. Redis stamps the entry id with the time it actually added it.
+  An entry added more than ``l`` after ``t`` (a command buffered by a hung
+  Redis and run when it resumed) is *late*: its sender answers 503 (it
+  either saw the late id or gave up waiting), and every reader drops it by
+  the same rule on the same two numbers. So :class:`StoreUnavailable` from
+  :meth:`publish` means "not confirmed", and the core answers 503: Redis
+  refused it, or took it late and nobody delivers it. The one exception no
+  design can close: Redis ran the write and its connection died before the
+  reply came back (Redis stopped at that instant); then the message may
+  still be delivered, once.
 """
 
 from __future__ import annotations
@@ -39,9 +47,10 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from wsgate.stores.redis_connector import RedisConnector
+from wsgate.stores.redis_health import HealthState
 from wsgate.stores.revocation import StoreUnavailable
 
 log = logging.getLogger("wsgate.bus")
@@ -57,24 +66,13 @@ DEFAULT_MAXLEN = 10_000
 MAX_PENDING = 10_000
 """Broadcasts of one node waiting for Redis; past this, publish fails at once (503)."""
 BATCH = 256
-"""Entries per pipelined round trip, and per XREAD."""
+"""Entries per write round trip, and per XREAD."""
 BLOCK_MS = 1000
 """How long one XREAD waits on the server for new entries."""
 MAX_NODES_REMEMBERED = 4096
 """Sender nodes whose last seq is kept for duplicate suppression (least recent dropped)."""
 RECONNECT_CAP = 1.0
 """Longest pause between reconnect attempts of the reader (with jitter)."""
-
-# KEYS[1] the stream; ARGV: deadline (ms, Redis clock), maxlen, entry.
-# Returns the new id, or 0 when the deadline passed (the sender gave up).
-_XADD_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if now > tonumber(ARGV[1]) then
-    return 0
-end
-return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[3])
-"""
 
 
 @dataclass(slots=True)
@@ -102,8 +100,9 @@ class RedisStreamBus:
         self.node_id = uuid.uuid4().hex
         self.maxlen = maxlen
         self.max_pending = max_pending
-        self._client: Redis = self.connector.client
-        self._xadd = self._client.register_script(_XADD_LUA)
+        # The writer's own connection (see _send), made on first use.
+        self._writer_client: Redis = self.connector.dedicated("bus-writer")
+        self._conn: Any = None
         self._seq = 0
         self._pending: deque[_Pending] = deque()
         self._has_pending = asyncio.Event()
@@ -116,6 +115,8 @@ class RedisStreamBus:
         """Id of the last entry this node read (where it resumes)."""
         self.delivered = 0
         self.duplicates = 0
+        self.late = 0
+        """Entries added too late (this node's refused writes, or dropped reads)."""
         self._closed = False
 
     # -- the Bus protocol ------------------------------------------------------
@@ -179,6 +180,9 @@ class RedisStreamBus:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._fail_pending(self._pending, StoreUnavailable("the bus is closed"))
+        await self._drop_connection()
+        with contextlib.suppress(RedisError, OSError):
+            await self._writer_client.aclose()
         await self.connector.aclose()
 
     # -- writing ----------------------------------------------------------------
@@ -199,39 +203,73 @@ class RedisStreamBus:
                 await self._write(batch)
 
     async def _write(self, batch: list[_Pending]) -> None:
+        timeout = self.connector.timeout
+        patience_ms = int(timeout * 1000)
         try:
             self.connector.check("publish")
-            # Redis adds the entries only within one timeout from now (in its
-            # own clock); we wait twice that for the answer, so a reply to an
-            # entry added just before the deadline still reaches us (unless
-            # this event loop stalls for a whole timeout).
-            timeout = self.connector.timeout
-            offset = self.connector.health.clock_offset
-            deadline_ms = int((time.time() + offset + timeout) * 1000)
+            health = self.connector.health
+            if health.state is HealthState.UNKNOWN:
+                await health.probe()  # learn Redis' clock before stamping with it
+                self.connector.check("publish")
             async with asyncio.timeout(2 * timeout):
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for item in batch:
-                        await self._xadd(
-                            keys=[self.stream],
-                            args=[deadline_ms, self.maxlen, item.data],
-                            client=pipe,
-                        )
-                    results = await pipe.execute(raise_on_error=False)
+                sent_ms, results = await self._send(batch, patience_ms)
         except StoreUnavailable as exc:
             self._fail_pending(batch, exc)
             return
         except (RedisError, OSError, TimeoutError) as exc:
+            await self._drop_connection()
             self._fail_pending(batch, self.connector.health.failed("publish", exc))
             return
+        self.connector.health.ok()
         for item, result in zip(batch, results, strict=True):
             if item.done.done():
                 continue
-            if isinstance(result, Exception) or not result:
-                if isinstance(result, Exception):
-                    self.connector.health.failed("publish", result)
+            if isinstance(result, Exception):
+                self.connector.health.failed("publish", result)
                 item.done.set_exception(StoreUnavailable("Redis did not take the broadcast"))
+            elif _late(_text(result), sent_ms, patience_ms):
+                self.late += 1
+                item.done.set_exception(StoreUnavailable("Redis took the broadcast too late"))
             else:
                 item.done.set_result(_text(result))
+
+    async def _send(self, batch: list[_Pending], patience_ms: int) -> tuple[int, list[Any]]:
+        """XADD every entry on the writer's own connection; (stamp, replies in order).
+
+        Why a connection of its own, driven through redis-py's public
+        ``Connection`` methods rather than a pipeline: one connection keeps
+        the order of writes, and with no read timeout on it
+        ``send_packed_command`` writes to the socket before its first
+        ``await``, so the stamp taken just before is the time the bytes
+        left. A pipeline may yield to the event loop between stamping and
+        writing (a pool lock, a connection check), and a busy loop then
+        makes healthy writes late.
+        """
+        conn = self._conn
+        if conn is None:
+            pool: Any = self._writer_client.connection_pool
+            conn = self._conn = pool.make_connection()
+        if not conn.is_connected:
+            await conn.connect()
+        sent_ms = int((time.time() + self.connector.health.clock_offset) * 1000)
+        head = ("XADD", self.stream, "MAXLEN", "~", self.maxlen, "*")
+        tail = ("t", sent_ms, "l", patience_ms)
+        commands = [(*head, "m", item.data, *tail) for item in batch]
+        await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        results: list[Any] = []
+        for _ in commands:
+            try:
+                results.append(await conn.read_response())
+            except ResponseError as exc:
+                results.append(exc)
+        return sent_ms, results
+
+    async def _drop_connection(self) -> None:
+        """Forget the writer's connection (its state is unknown after an error)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
 
     @staticmethod
     def _fail_pending(items: Any, exc: StoreUnavailable) -> None:
@@ -287,22 +325,27 @@ class RedisStreamBus:
                 reply: Any = await client.xread(
                     {self.stream: self.last_id}, count=BATCH, block=BLOCK_MS
                 )
+            self.connector.health.ok()
             for _stream, entries in reply or ():
                 for entry_id, fields in entries:
                     self.last_id = _text(entry_id)
                     await self._handle(self.last_id, fields)
 
     async def _handle(self, entry_id: str, fields: dict[Any, Any]) -> None:
-        raw = fields.get(b"m", fields.get("m"))
+        raw = _field(fields, "m")
         try:
             if not isinstance(raw, bytes):
                 raise TypeError("no entry")
             message = _loads(raw)
             node, seq = message["n"], int(message["q"])
+            sent_ms, patience_ms = int(_field(fields, "t")), int(_field(fields, "l"))
         except Exception:
             log.warning("ignored a malformed entry on the broadcast stream")
             return
         if node == self.node_id or self._deliver is None:
+            return
+        if _late(entry_id, sent_ms, patience_ms):
+            self.late += 1  # its sender answered 503: nobody delivers it
             return
         last = self._seen.get(node, 0)
         if seq <= last:
@@ -319,6 +362,16 @@ class RedisStreamBus:
             self.delivered += 1
         except Exception:
             log.exception("delivering a broadcast from another node failed")
+
+
+def _late(entry_id: str, sent_ms: int, patience_ms: int) -> bool:
+    """Whether Redis added the entry (its id's time) more than ``patience_ms`` after it was sent."""
+    added_ms = int(entry_id.split("-", 1)[0])
+    return added_ms - sent_ms > patience_ms
+
+
+def _field(fields: dict[Any, Any], name: str) -> Any:
+    return fields.get(name.encode(), fields.get(name))
 
 
 def _text(value: Any) -> str:

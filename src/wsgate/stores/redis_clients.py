@@ -89,7 +89,7 @@ def command_client(
     pool = BlockingConnectionPool.from_url(
         url, max_connections=pool_size, timeout=timeout * POOL_WAIT_FACTOR, **options
     )
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # owns the pool: aclose() closes its connections
 
 
 def dedicated_client(
@@ -110,4 +110,4 @@ def dedicated_client(
     pool = BlockingConnectionPool.from_url(
         url, max_connections=2, timeout=connect_timeout, **options
     )
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # owns the pool: aclose() closes its connections

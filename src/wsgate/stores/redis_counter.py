@@ -163,6 +163,7 @@ class RedisConnectionCounter:
             # it to the lease.
             self._release_later(sub, conn_id)
             raise
+        self.connector.health.ok()
         if not taken:
             return False
         self._held.setdefault(sub, set()).add(conn_id)

@@ -38,6 +38,8 @@ log = logging.getLogger("wsgate.stores")
 
 PROBE_EVERY_UP = 0.5
 """Seconds between probes while Redis answers."""
+SLOW_PROBES_FOR_OUTAGE = 2
+"""Probes in a row that time out (with no other command answered) before a hang is an outage."""
 PROBE_EVERY_DOWN = 0.15
 """Seconds between probes during an outage (plus jitter): recovery is seen well within 1 s."""
 
@@ -75,6 +77,8 @@ class RedisHealth:
         self._hooks: list[Recover] = []
         self._failures: Counter[str] = Counter()
         self._down_since = 0.0
+        self._last_ok = 0.0
+        self._slow_probes = 0
         self._closed = False
         self.outages = 0
         """Outages seen since start (tests, metrics)."""
@@ -110,6 +114,14 @@ class RedisHealth:
             self._failures[operation] += 1
             raise StoreUnavailable("Redis is unreachable")
 
+    def ok(self) -> None:
+        """A command just succeeded: Redis answers (cheap; called on every success).
+
+        A probe that times out while other commands succeed is a busy event
+        loop, not a hung Redis, and declares no outage.
+        """
+        self._last_ok = time.monotonic()
+
     def failed(self, operation: str, exc: BaseException) -> StoreUnavailable:
         """Count a failed operation, have the prober look now; the error to raise.
 
@@ -125,15 +137,27 @@ class RedisHealth:
 
         TIME rather than PING: the answer also gives :attr:`clock_offset`.
         """
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self.timeout):
                 before = time.time()
                 seconds, micros = await self._client.time()
                 after = time.time()
             self.clock_offset = seconds + micros / 1e6 - (before + after) / 2
-        except (RedisError, OSError, TimeoutError) as exc:
+        except TimeoutError as exc:
+            # A slow answer is not yet an outage: others got answers meanwhile
+            # (a busy event loop), or this is the first slow probe in a row.
+            # A refused or reset connection, below, is one at once.
+            self._slow_probes = 0 if self._last_ok >= started else self._slow_probes + 1
+            if self._slow_probes < SLOW_PROBES_FOR_OUTAGE:
+                return self.state is not HealthState.DOWN
             self._went_down(exc)
             return False
+        except (RedisError, OSError) as exc:
+            self._went_down(exc)
+            return False
+        self._last_ok = time.monotonic()
+        self._slow_probes = 0
         await self._came_up()
         return True
 

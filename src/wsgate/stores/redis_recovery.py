@@ -27,6 +27,8 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError
 
+from wsgate.stores.redis_bus import _field as field_of
+from wsgate.stores.redis_bus import _late as entry_late
 from wsgate.stores.redis_connector import RedisConnector
 
 __all__ = ["RedisRecoveryStore", "StreamEntry"]
@@ -109,9 +111,11 @@ class RedisRecoveryStore:
         if len(rest) > limit:
             return None
         out: list[StreamEntry] = []
+        seen: set[tuple[str, int]] = set()
         size = 0
-        for entry_id, fields in rest:
-            raw = fields.get(b"m", fields.get("m"))
+        for raw_id, fields in rest:
+            entry_id = _text(raw_id)
+            raw = field_of(fields, "m")
             if not isinstance(raw, bytes):
                 continue
             size += len(raw)
@@ -119,18 +123,17 @@ class RedisRecoveryStore:
                 return None
             try:
                 message = _loads(raw)
-                out.append(
-                    (
-                        _text(entry_id),
-                        message["ns"],
-                        message["e"],
-                        message["d"],
-                        message["r"],
-                        message["s"],
-                    )
-                )
+                sender = (str(message["n"]), int(message["q"]))
+                sent_ms, patience_ms = int(field_of(fields, "t")), int(field_of(fields, "l"))
+                entry = (entry_id, message["ns"], message["e"], message["d"])
+                room, skip = message["r"], message["s"]
             except (ValueError, KeyError, TypeError):
                 continue  # a malformed entry was delivered to nobody either
+            # The bus's own rules: what no node delivered is not replayed either.
+            if entry_late(entry_id, sent_ms, patience_ms) or sender in seen:
+                continue  # its sender was told 503, or a retried command's duplicate
+            seen.add(sender)
+            out.append((*entry, room, skip))
         return out
 
     async def aclose(self) -> None:
