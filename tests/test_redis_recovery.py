@@ -5,6 +5,8 @@ End to end across two demo nodes: tests/test_recovery.py.
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -128,3 +130,26 @@ async def test_with_redis_down_nobody_is_recovered_and_nothing_raises() -> None:
     assert await recovery.take("pid-4", sub="alice", namespace="/") is None
     saved = Saved("alice", "/", "old-conn", frozenset({"lobby"}))
     assert await recovery.missed(saved, "1-0") is None
+
+
+async def test_what_the_bus_would_not_deliver_is_not_replayed(
+    parts: tuple[RedisRecoveryStore, RedisStreamBus],
+) -> None:
+    """An entry Redis added too late (its sender answered 503), and a retried duplicate."""
+    store, bus = parts
+    first = await bus.publish("/", "message", {"text": "seen"}, None, None)
+    client = store.connector.client
+
+    async def add(seq: int, text: str, sent_ms: int) -> None:
+        body = json.dumps(
+            {"n": "other-node", "q": seq, "ns": "/", "e": "message", "d": {"text": text},
+             "r": None, "s": None}
+        )  # fmt: skip
+        await client.xadd(store.stream, {"m": body, "t": sent_ms, "l": 2000})
+
+    now_ms = int(time.time() * 1000)
+    await add(1, "late", now_ms - 60_000)
+    await add(2, "kept", now_ms)
+    await add(2, "kept", now_ms)  # the same seq again: a command redis-py retried
+    entries = await store.since(first, 10, 1_000_000)
+    assert entries is not None and [e[3]["text"] for e in entries] == ["kept"]
