@@ -105,6 +105,7 @@ class RedisStreamBus:
         self._conn: Any = None
         self._seq = 0
         self._pending: deque[_Pending] = deque()
+        self._inflight: list[_Pending] = []
         self._has_pending = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -179,6 +180,7 @@ class RedisStreamBus:
             if task.get_loop() is asyncio.get_running_loop():
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        self._fail_pending(self._inflight, StoreUnavailable("the bus is closed"))
         self._fail_pending(self._pending, StoreUnavailable("the bus is closed"))
         await self._drop_connection()
         with contextlib.suppress(RedisError, OSError):
@@ -199,8 +201,16 @@ class RedisStreamBus:
             if not self._pending:
                 self._has_pending.clear()
             batch = [item for item in batch if not item.done.done()]  # caller gone
-            if batch:
+            if not batch:
+                continue
+            self._inflight = batch
+            try:
                 await self._write(batch)
+            except Exception:
+                log.exception("the broadcast writer failed")
+                self._fail_pending(batch, StoreUnavailable("the broadcast writer failed"))
+            finally:
+                self._inflight = []
 
     async def _write(self, batch: list[_Pending]) -> None:
         timeout = self.connector.timeout

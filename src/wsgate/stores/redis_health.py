@@ -30,8 +30,9 @@ from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from wsgate.stores.redis_clients import command_client
+from wsgate.stores.redis_clients import dedicated_client
 from wsgate.stores.revocation import StoreUnavailable
 
 log = logging.getLogger("wsgate.stores")
@@ -69,8 +70,11 @@ class RedisHealth:
     ) -> None:
         self.timeout = timeout
         self.state = HealthState.UNKNOWN
-        self._client: Redis = command_client(
-            url, pool_size=1, timeout=timeout, name=name, retries=0, route_key=route_key
+        self._request: asyncio.Future[float] | None = None
+        # No read timeout, no silent reconnect: a restart between two probes
+        # closes this connection, and the next probe sees it.
+        self._client: Redis = dedicated_client(
+            url, connect_timeout=timeout, name=name, route_key=route_key
         )
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -136,30 +140,47 @@ class RedisHealth:
         """One TIME; updates the state (and logs a change). True when Redis answered.
 
         TIME rather than PING: the answer also gives :attr:`clock_offset`.
+        The request is never cancelled for being slow (its connection has no
+        read timeout): a reply that arrives late, because this event loop
+        was busy rather than Redis hung, still counts, and a slow probe is
+        judged by whether it answered, not by a timer racing the reply.
         """
         started = time.monotonic()
-        try:
-            async with asyncio.timeout(self.timeout):
-                before = time.time()
-                seconds, micros = await self._client.time()
-                after = time.time()
-            self.clock_offset = seconds + micros / 1e6 - (before + after) / 2
-        except TimeoutError as exc:
-            # A slow answer is not yet an outage: others got answers meanwhile
-            # (a busy event loop), or this is the first slow probe in a row.
-            # A refused or reset connection, below, is one at once.
-            self._slow_probes = 0 if self._last_ok >= started else self._slow_probes + 1
-            if self._slow_probes < SLOW_PROBES_FOR_OUTAGE:
-                return self.state is not HealthState.DOWN
+        task = self._request
+        if task is None or task.done():
+            task = self._request = asyncio.ensure_future(self._time())
+        await asyncio.wait({task}, timeout=self.timeout)
+        if task.done():
+            if not isinstance(task.exception(), RedisTimeoutError | TimeoutError):
+                return await self._answered(task)
+            self._request = None  # a connect that timed out: slow, like no answer yet
+        # A slow answer is not yet an outage: others got answers meanwhile (a
+        # busy event loop), or this is the first slow probe in a row.
+        self._slow_probes = 0 if self._last_ok >= started else self._slow_probes + 1
+        if self._slow_probes < SLOW_PROBES_FOR_OUTAGE:
+            return self.state is not HealthState.DOWN
+        self._went_down(TimeoutError())
+        return False
+
+    async def _answered(self, task: asyncio.Future[float]) -> bool:
+        self._request = None
+        exc = task.exception()
+        if exc is not None:
+            # A refused or reset connection is an outage at once.
             self._went_down(exc)
             return False
-        except (RedisError, OSError) as exc:
-            self._went_down(exc)
-            return False
+        self.clock_offset = task.result()
         self._last_ok = time.monotonic()
         self._slow_probes = 0
         await self._came_up()
         return True
+
+    async def _time(self) -> float:
+        """Redis' clock minus ours, from one TIME."""
+        before = time.time()
+        seconds, micros = await self._client.time()
+        after = time.time()
+        return float(seconds + micros / 1e6 - (before + after) / 2)
 
     def _went_down(self, exc: BaseException) -> None:
         if self.state is HealthState.DOWN:
@@ -217,5 +238,10 @@ class RedisHealth:
             if task.get_loop() is asyncio.get_running_loop():
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        request, self._request = self._request, None
+        if request is not None:
+            request.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await request
         with contextlib.suppress(RedisError, OSError):
             await self._client.aclose()
