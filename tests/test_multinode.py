@@ -108,13 +108,14 @@ async def test_the_bus_carries_what_orjson_cannot_encode(redis_url: str) -> None
     try:
         receiver.start(deliver)
         await asyncio.wait_for(receiver.wait_ready(), 5)
-        await sender.publish("/", "tally", {"count": 10**20 + 7}, "room:x", None)
+        entry_id = await sender.publish("/", "tally", {"count": 10**20 + 7}, "room:x", None)
         assert await asyncio.wait_for(received.get(), 5) == (
             "/",
             "tally",
             {"count": 10**20 + 7},
             "room:x",
             None,
+            entry_id,  # the stream id: the offset connection-state recovery hands out
         )
     finally:
         await sender.aclose()

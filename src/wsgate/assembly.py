@@ -18,6 +18,7 @@ from wsgate.core.dependencies import Injector
 from wsgate.core.gateway import Gateway
 from wsgate.core.handshake import served_of
 from wsgate.core.interceptors import Interceptor
+from wsgate.core.recovery import Recovery
 from wsgate.core.registry import build_registry
 from wsgate.core.runtime import Runtime
 from wsgate.core.tracing import Tracing, sub_hash_key
@@ -33,6 +34,7 @@ from wsgate.stores.redis_connector import RedisConnector
 from wsgate.stores.redis_control import RedisControl
 from wsgate.stores.redis_counter import RedisConnectionCounter
 from wsgate.stores.redis_keys import RedisKeys
+from wsgate.stores.redis_recovery import RedisRecoveryStore
 from wsgate.stores.revocation import RevocationStore
 from wsgate.transports.socketio import SocketIOTransport
 from wsgate.transports.websocket import WebSocketTransport
@@ -85,6 +87,7 @@ def assemble(
     closers: list[Closer] = []
     shared_slots: ConnectionSlots | None = None
     bus: Bus | None = None
+    shared_recovery: RedisRecoveryStore | None = None
     control: RedisControl | None = None
     redis: RedisConnector | None = None
     if settings.redis_url:
@@ -114,6 +117,9 @@ def assemble(
         )
         bus = RedisStreamBus(redis)
         control = RedisControl(redis)
+        if settings.recovery_window > 0:
+            shared_recovery = RedisRecoveryStore(redis)
+            closers.append(shared_recovery.aclose)
     if verifier is None:
         own = TokenVerifier(jwt_config(settings, require_jti=revocations is not None))
         closers.append(own.aclose)
@@ -136,6 +142,12 @@ def assemble(
         connect_timeout=settings.connect_timeout,
         leeway=settings.jwt_leeway,
         expiry_grace=settings.expiry_grace,
+        recovery=Recovery(
+            window=settings.recovery_window,
+            max_packets=settings.recovery_max_packets,
+            max_bytes=settings.recovery_max_bytes,
+            shared=shared_recovery,
+        ),
         tracing=Tracing(
             provider=tracer_provider,
             sub_key=sub_hash_key(settings.trace_sub_key_text(), settings.secret_text()),

@@ -86,6 +86,13 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.recoveries = Counter(
+            "wsgate_recoveries",
+            "Socket.IO reconnects that asked for connection-state recovery, by outcome"
+            " (recovered, or new: no such session, another user's, expired, past a bound)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.limit_hits = Counter(
             "wsgate_limit_hits",
             "Requests stopped by a limit (rate, message_size, connections_per_user, handshakes)",

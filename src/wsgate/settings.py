@@ -98,6 +98,21 @@ class Settings(BaseSettings):
         le=1000,
         description="most header fields in one HTTP request under wsgate serve/demo; more: 431",
     )
+    recovery_window: float = Field(
+        default=0.0,
+        ge=0,
+        le=3600,
+        description="seconds a dropped Socket.IO client may come back for what it missed; 0: off",
+    )
+    recovery_max_packets: int = Field(
+        default=1000, ge=1, le=1_000_000, description="broadcasts kept for recovery per node"
+    )
+    recovery_max_bytes: int = Field(
+        default=4_000_000,
+        ge=1024,
+        le=1 << 31,
+        description="bytes of broadcasts kept for recovery per node (about, JSON size)",
+    )
     redis_url: str | None = Field(
         default=None, description="share fan-out, revocation and connection caps via Redis"
     )

@@ -13,8 +13,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-Deliver = Callable[[str, str, Any, "str | None", "str | None"], Awaitable[None]]
-"""(namespace, event, data, room, skip) -> deliver to this node's transports."""
+Deliver = Callable[[str, str, Any, "str | None", "str | None", "str | None"], Awaitable[None]]
+"""(namespace, event, data, room, skip, offset) -> deliver to this node's transports.
+
+``offset`` is the broadcast's place in the bus (a stream id), which
+connection-state recovery hands to clients and replays from; None when the
+bus has no such thing."""
 
 
 class Bus(Protocol):
@@ -26,8 +30,8 @@ class Bus(Protocol):
 
     async def publish(
         self, namespace: str, event: str, data: Any, room: str | None, skip: str | None
-    ) -> None:
-        """Hand one broadcast to the other nodes, in call order.
+    ) -> str | None:
+        """Hand one broadcast to the other nodes, in call order; its offset in the bus, if any.
 
         Raises :class:`~wsgate.stores.revocation.StoreUnavailable` when the
         broadcast was not taken (and will reach no other node).

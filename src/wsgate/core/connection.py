@@ -35,8 +35,17 @@ class TransportLink(Protocol):
     async def send(self, conn_id: str, namespace: str, event: str, data: Any) -> None: ...
 
     async def broadcast(
-        self, namespace: str, event: str, data: Any, *, room: str | None, skip: str | None
-    ) -> None: ...
+        self,
+        namespace: str,
+        event: str,
+        data: Any,
+        *,
+        room: str | None,
+        skip: str | None,
+        offset: str | None = None,
+    ) -> None:
+        """``offset``: the broadcast's place in the recovery log (None: recovery is off)."""
+        ...
 
     async def enter_room(self, conn_id: str, namespace: str, room: str) -> None: ...
 
@@ -113,6 +122,8 @@ class Connection:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_IN_FLIGHT))
     dependencies: ConnectionScope | None = None
+    recovery_pid: str | None = field(default=None, repr=False)
+    """The private session id this connection can be recovered by (a secret: never logged)."""
 
     @property
     def live(self) -> bool:

@@ -17,6 +17,7 @@ from wsgate.errors import TooManyRequests, Unavailable
 from wsgate.stores.revocation import StoreUnavailable
 
 if TYPE_CHECKING:
+    from wsgate.core.recovery import Recovery
     from wsgate.core.remote import RemoteOps
 
 
@@ -44,6 +45,8 @@ class Fanout:
         self.remote: RemoteOps | None = None
         """Operations on every node (set by the runtime; see :mod:`wsgate.core.remote`)."""
         self.max_rooms_per_connection = max_rooms_per_connection
+        self.recovery: Recovery | None = None
+        """The recovery log every local delivery is recorded in (set by the runtime when on)."""
 
     def attach(self, transport: TransportLink) -> None:
         self.transports.append(transport)
@@ -85,19 +88,41 @@ class Fanout:
             # sender's messages arrive in order on every node.
             self.bus.start(self.deliver_locally)
             try:
-                await self.bus.publish(namespace, event, payload, target, skip)
+                offset = await self.bus.publish(namespace, event, payload, target, skip)
             except StoreUnavailable:
                 raise Unavailable(
                     "The message could not be handed to the other nodes; try again later"
                 ) from None
+            await self.deliver_locally(namespace, event, payload, target, skip, offset)
+            return
         await self.deliver_locally(namespace, event, payload, target, skip)
 
     async def deliver_locally(
-        self, namespace: str, event: str, payload: Any, room: str | None, skip: str | None
+        self,
+        namespace: str,
+        event: str,
+        payload: Any,
+        room: str | None,
+        skip: str | None,
+        offset: str | None = None,
     ) -> None:
-        """Hand an already-converted broadcast to every transport of this node."""
+        """Hand an already-converted broadcast to every transport of this node.
+
+        With recovery on, the broadcast goes with its offset (Socket.IO
+        clients get it as the event's last argument): the bus's (a stream
+        id), or, on one node, its place in the recovery log it is added to.
+        """
+        recovery = self.recovery
+        if recovery is None:
+            for transport in self.transports:
+                await transport.broadcast(namespace, event, payload, room=room, skip=skip)
+            return
+        if offset is None:
+            offset = recovery.record(namespace, event, payload, room, skip)
         for transport in self.transports:
-            await transport.broadcast(namespace, event, payload, room=room, skip=skip)
+            await transport.broadcast(
+                namespace, event, payload, room=room, skip=skip, offset=offset
+            )
 
     async def send_to(
         self, connection: Connection, event: str, data: Any = None, *, force: bool = False

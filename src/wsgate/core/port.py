@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from wsgate.codes import CloseReason, Code
@@ -32,7 +33,9 @@ from wsgate.core.handshake import Handshake
 from wsgate.core.handshakes import HandshakeSlot
 from wsgate.core.json_codec import has_long_integer, loads_strict
 from wsgate.core.pipeline import Reply
-from wsgate.errors import BadRequest, ConnectionRefused, InternalError
+from wsgate.core.recovery import Missed
+from wsgate.core.sessions import audit_connection
+from wsgate.errors import BadRequest, ConnectionRefused, InternalError, TooManyRequests
 from wsgate.security.limits import utf8_size_over
 
 if TYPE_CHECKING:
@@ -48,9 +51,11 @@ __all__ = [
     "Handshake",
     "HandshakeSlot",
     "InternalError",
+    "Missed",
     "Port",
     "Reply",
     "Responder",
+    "Resumption",
     "TransportLink",
     "has_long_integer",
     "loads_strict",
@@ -64,6 +69,21 @@ Responder = Callable[[Reply], Awaitable[None]]
 
 message_too_large = utf8_size_over
 """``message_too_large(data, limit)``: True when ``data`` is over ``limit`` bytes in UTF-8."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resumption:
+    """What :meth:`Port.resume` decided for a newly admitted connection.
+
+    ``pid`` goes in the CONNECT answer (None: recovery is off);
+    ``recovered`` says whether an earlier session was taken back, and
+    ``missed`` holds the broadcasts to send, in order, right after the
+    CONNECT answer.
+    """
+
+    pid: str | None
+    recovered: bool = False
+    missed: tuple[Missed, ...] = ()
 
 
 class Port:
@@ -129,6 +149,55 @@ class Port:
             )
         with slot:
             return await runtime.admission.admit(namespace, handshake, conn_id, link)
+
+    async def resume(self, connection: Connection, auth: Any) -> Resumption:
+        """Connection-state recovery for a connection :meth:`admit` just let in.
+
+        Call it only after ``admit`` succeeded: the token, origin, roles and
+        guards were checked as for any connection, so nothing is replayed to
+        a client that would not be let in now. ``auth`` is the client's
+        CONNECT data; with ``pid`` and ``offset`` strings in it, the session
+        ``pid`` is taken back when it belongs to the same ``sub`` and
+        namespace, is within ``recovery_window`` and nothing it missed was
+        evicted: its rooms are entered again and its missed broadcasts
+        returned. Otherwise the connection is new and gets a fresh ``pid``.
+        """
+        recovery = self._runtime.recovery
+        if not recovery.enabled or not connection.live:
+            return Resumption(None)
+        pid = auth.get("pid") if isinstance(auth, dict) else None
+        offset = auth.get("offset") if isinstance(auth, dict) else None
+        if not (isinstance(pid, str) and isinstance(offset, str)) or len(pid) > 64:
+            return self._fresh(connection)
+        sub, namespace = connection.principal.sub, connection.namespace
+        recoveries = self._runtime.metrics.recoveries
+        saved = await recovery.take(pid, sub=sub, namespace=namespace)
+        if saved is None or not connection.live:
+            recoveries.labels("new").inc()
+            return self._fresh(connection)
+        # Rooms first, then what was missed: a broadcast in between arrives live
+        # and is also read back; the transport drops the second by its offset.
+        fanout = self._runtime.fanout
+        joined = [room for room in sorted(saved.rooms) if room not in connection.rooms]
+        for room in list(joined):
+            try:
+                await fanout.join(connection, room)
+            except TooManyRequests:  # on_connect already joined up to the cap
+                joined.remove(room)
+        missed = await recovery.missed(saved, offset)
+        if missed is None:
+            for room in joined:  # not recovered: a new session, in no room it did not join
+                await fanout.leave(connection, room)
+            recoveries.labels("new").inc()
+            return self._fresh(connection)
+        recoveries.labels("recovered").inc()
+        connection.recovery_pid = pid
+        audit_connection("recovered", connection, missed=len(missed))
+        return Resumption(pid, True, missed)
+
+    def _fresh(self, connection: Connection) -> Resumption:
+        connection.recovery_pid = self._runtime.recovery.new_pid()
+        return Resumption(connection.recovery_pid)
 
     def refuse(
         self,

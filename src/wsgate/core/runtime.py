@@ -25,6 +25,7 @@ from wsgate.core.dispatch import Dispatcher
 from wsgate.core.fanout import Fanout
 from wsgate.core.handshakes import HandshakeSlots
 from wsgate.core.port import Port
+from wsgate.core.recovery import RECOVERABLE, Recovery
 from wsgate.core.refresh import REFRESH_EVENT, Refresher
 from wsgate.core.registry import NamespaceSpec
 from wsgate.core.remote import ControlPlane, RemoteOps
@@ -73,6 +74,7 @@ class Runtime:
         expiry_grace: float = 0.0,
         tracing: Tracing | None = None,
         control: ControlPlane | None = None,
+        recovery: Recovery | None = None,
     ) -> None:
         for spec in registry.values():
             if REFRESH_EVENT in spec.handlers:
@@ -91,6 +93,9 @@ class Runtime:
         self.sessions = Sessions(self.fanout, metrics, leeway=leeway, grace=expiry_grace)
         self.remote = RemoteOps(self.fanout, self.sessions, control)
         self.fanout.remote = self.remote
+        self.recovery = recovery if recovery is not None else Recovery(window=0)
+        if self.recovery.enabled:
+            self.fanout.recovery = self.recovery
         self.rate = EventRateLimiter(rate_limit)
         self.slots: ConnectionSlots = (
             connection_slots
@@ -169,6 +174,8 @@ class Runtime:
         reason = connection.close_reason or reason
         connection.close_reason = reason
         self.sessions.disarm(connection)
+        if connection.recovery_pid is not None and reason in RECOVERABLE:
+            await self.recovery.save(connection, connection.recovery_pid)
         current = asyncio.current_task()
         in_flight = [task for task in connection.tasks if task is not current]
         for task in in_flight:

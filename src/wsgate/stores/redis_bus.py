@@ -55,8 +55,9 @@ from wsgate.stores.revocation import StoreUnavailable
 
 log = logging.getLogger("wsgate.bus")
 
-Deliver = Callable[[str, str, Any, "str | None", "str | None"], Awaitable[None]]
-"""(namespace, event, data, room, skip) -> deliver to this node's transports (the core's)."""
+Deliver = Callable[[str, str, Any, "str | None", "str | None", "str | None"], Awaitable[None]]
+"""(namespace, event, data, room, skip, offset) -> deliver to this node's transports (the
+core's); ``offset`` is the entry's stream id (connection-state recovery replays from it)."""
 
 _LONG_DIGITS = re.compile(rb"\d{19}")
 
@@ -77,7 +78,7 @@ RECONNECT_CAP = 1.0
 @dataclass(slots=True)
 class _Pending:
     data: bytes
-    done: asyncio.Future[None] = field(repr=False)
+    done: asyncio.Future[str] = field(repr=False)
 
 
 class RedisStreamBus:
@@ -138,8 +139,8 @@ class RedisStreamBus:
 
     async def publish(
         self, namespace: str, event: str, data: Any, room: str | None, skip: str | None
-    ) -> None:
-        """Hand one broadcast to Redis; :class:`StoreUnavailable` when it was not taken."""
+    ) -> str:
+        """Hand one broadcast to Redis: its stream id; :class:`StoreUnavailable` when not taken."""
         if self._closed:
             raise StoreUnavailable("the bus is closed")
         self.connector.start()
@@ -165,7 +166,7 @@ class RedisStreamBus:
         self._pending.append(item)
         self._has_pending.set()
         self._ensure_writer()
-        await item.done
+        return await item.done
 
     async def aclose(self) -> None:
         if self._closed:
@@ -240,7 +241,7 @@ class RedisStreamBus:
                 self.late += 1
                 item.done.set_exception(StoreUnavailable("Redis took the broadcast too late"))
             else:
-                item.done.set_result(None)
+                item.done.set_result(_text(result))
 
     async def _send(self, batch: list[_Pending], patience_ms: int) -> tuple[int, list[Any]]:
         """XADD every entry on the writer's own connection; (stamp, replies in order).
@@ -366,7 +367,7 @@ class RedisStreamBus:
             self._seen.popitem(last=False)
         try:
             await self._deliver(
-                message["ns"], message["e"], message["d"], message["r"], message["s"]
+                message["ns"], message["e"], message["d"], message["r"], message["s"], entry_id
             )
             self.delivered += 1
         except Exception:

@@ -49,6 +49,7 @@ from wsgate.transports.engineio import EngineConfig, EngineServer, OpenRefused, 
 from wsgate.transports.engineio.packet import CLOSE
 from wsgate.transports.sio import Client, Socket, SocketConfig, SocketServer
 from wsgate.transports.sio.packet import PacketType, encode
+from wsgate.transports.sio.server import MAX_HELD_FRAMES
 
 __all__ = [
     "MAX_REFUSED_SESSIONS",
@@ -73,7 +74,12 @@ HARD_CAP_FACTOR: Final = 2
 the two is answered with a 413 error object; beyond it, it is not read at all."""
 
 _REASONS: Final = {
-    "client_disconnect": CloseReason.CLIENT_DISCONNECT,
+    # Only a Socket.IO DISCONNECT is the client leaving on purpose. The Engine.IO
+    # session ending (its CLOSE packet, or the websocket closing, whatever the close
+    # code) is a transport close, as Socket.IO counts it: such a client may come
+    # back and be recovered (socket.io-client closes its engine that way when it
+    # loses the network or the page goes away).
+    "client_namespace_disconnect": CloseReason.CLIENT_DISCONNECT,
     "slow_consumer": CloseReason.SLOW_CONSUMER,
     "payload_too_large": CloseReason.PAYLOAD_TOO_LARGE,
 }
@@ -96,6 +102,11 @@ class _Peer:
 
     connection: Connection | None = None
     rooms: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+    replayed: frozenset[str] = frozenset()
+    """Offsets replayed to this socket on recovery: the same broadcast is not sent twice."""
+    live: list[tuple[str, list[Any]]] | None = dataclasses.field(default_factory=list)
+    """Broadcasts (offset, frames) for this socket while its CONNECT is decided (None
+    once it was): they go out after it, merged with what recovery replays."""
 
 
 class SocketIOTransport:
@@ -214,6 +225,28 @@ class SocketIOTransport:
         except ConnectionRefused as refusal:
             self._forget(socket)
             return self._refused(client, socket, refusal)
+        # Only now, with the token and everything else checked as for any
+        # connection, may an earlier session be taken back and replayed.
+        resumption = await self.port.resume(peer.connection, auth)
+        socket.pid = resumption.pid
+        live, peer.live = peer.live or [], None
+        if not resumption.missed:
+            for _offset, frames in live:
+                socket.send_frames(frames)
+            return None
+        # What was missed, in stream order, then what arrived live and is not in it
+        # (newer): a broadcast both read back and received live goes out once, in
+        # its place.
+        replayed = frozenset(one.offset for one in resumption.missed)
+        out: list[Any] = []
+        for one in resumption.missed:
+            args = [*_args(one.event, one.data), one.offset]
+            out.extend(encode(PacketType.EVENT, socket.namespace, args))
+        for offset, frames in live:
+            if offset not in replayed:
+                out.extend(frames)
+        peer.replayed = replayed
+        socket.send_first(out)
         return None
 
     def _refused(
@@ -290,16 +323,36 @@ class SocketIOTransport:
             socket.send_frames(encode(PacketType.EVENT, namespace, _args(event, data)))
 
     async def broadcast(
-        self, namespace: str, event: str, data: Any, *, room: str | None, skip: str | None
+        self,
+        namespace: str,
+        event: str,
+        data: Any,
+        *,
+        room: str | None,
+        skip: str | None,
+        offset: str | None = None,
     ) -> None:
         members = (
             self._members.get(namespace) if room is None else self._rooms.get((namespace, room))
         )
         if not members:
             return
-        frames = encode(PacketType.EVENT, namespace, _args(event, data))  # once, for everyone
+        args = _args(event, data)
+        if offset is not None:
+            args.append(offset)  # connection-state recovery: the client's last offset
+        frames = encode(PacketType.EVENT, namespace, args)  # once, for everyone
         for socket in list(members):
             if socket.sid != skip:
+                if offset is not None:
+                    peer: _Peer = socket.context
+                    if offset in peer.replayed:
+                        continue
+                    if peer.live is not None:
+                        # Its CONNECT is being decided: kept (at most MAX_HELD_FRAMES)
+                        # until recovery has said what it replays.
+                        if len(peer.live) < MAX_HELD_FRAMES:
+                            peer.live.append((offset, frames))
+                        continue
                 socket.send_frames(frames)
 
     async def enter_room(self, conn_id: str, namespace: str, room: str) -> None:

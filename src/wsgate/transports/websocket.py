@@ -406,7 +406,14 @@ class WebSocketTransport:
             peer.push(encode({"event": event, "data": data}))
 
     async def broadcast(
-        self, namespace: str, event: str, data: Any, *, room: str | None, skip: str | None
+        self,
+        namespace: str,
+        event: str,
+        data: Any,
+        *,
+        room: str | None,
+        skip: str | None,
+        offset: str | None = None,  # recovery is Socket.IO's; /ws frames carry no offset
     ) -> None:
         if room is None:
             members = self._members.get(namespace)

@@ -93,7 +93,7 @@ class ClientState(enum.Enum):
 class Socket:
     """One namespace of one client: ``sid`` is its Socket.IO id, ``context`` the handler's."""
 
-    __slots__ = ("_held", "client", "connected", "context", "namespace", "sid")
+    __slots__ = ("_held", "client", "connected", "context", "namespace", "pid", "sid")
 
     def __init__(self, client: Client, namespace: str) -> None:
         self.client = client
@@ -101,6 +101,8 @@ class Socket:
         self.sid = secrets.token_urlsafe(15)
         self.connected = False
         self.context: Any = None
+        self.pid: str | None = None
+        """The private session id for connection-state recovery, sent in the CONNECT answer."""
         self._held: list[Any] | None = []
 
     def emit(self, event: str, *args: Any) -> None:
@@ -125,6 +127,18 @@ class Socket:
             self.client.send_frames(frames)
         elif len(held) + len(frames) <= MAX_HELD_FRAMES:
             held.extend(frames)
+
+    def send_first(self, frames: list[Any]) -> None:
+        """Queue ``frames`` right behind the CONNECT answer, ahead of what already waits.
+
+        Replayed broadcasts of a recovered session: the handler bounds how
+        many there are, so :data:`MAX_HELD_FRAMES` does not apply.
+        """
+        held = self._held
+        if held is None:
+            self.client.send_frames(frames)
+        else:
+            self._held = frames + held
 
     def release_held(self) -> None:
         """The CONNECT answer is out: what waited goes now, and later frames directly."""
@@ -243,7 +257,7 @@ class SocketServer(EngineHandler):
             socket = client.sockets.pop(packet.namespace, None)
             if socket is not None and socket.connected:
                 socket.connected = False
-                self.handler.disconnected(socket, "client_disconnect")
+                self.handler.disconnected(socket, "client_namespace_disconnect")
         # ACK / BINARY_ACK: the server never asks a client for an ack; ignored.
 
     async def _connect(self, client: Client, namespace: str, auth: Any) -> None:
@@ -265,7 +279,10 @@ class SocketServer(EngineHandler):
                 client.deadline.cancel()
                 client.deadline = None
         prefix = "" if namespace == "/" else namespace + ","
-        client.session.send("40" + prefix + dumps({"sid": socket.sid}))
+        answer = {"sid": socket.sid}
+        if socket.pid is not None:  # connection-state recovery is on
+            answer["pid"] = socket.pid
+        client.session.send("40" + prefix + dumps(answer))
         socket.release_held()
 
     @staticmethod
