@@ -220,8 +220,10 @@ async def test_a_recipient_whose_queue_is_full_is_closed_not_buffered(
             await reader.call("join", {"room": "r"})
             await stalled.call("join", {"room": "r"})
             # Pretend every queue is full: the broadcast must drop the recipient.
+            # (A writer busy on a full socket, so that frames have to wait.)
             for session in app.parts.socketio.engine.sessions.values():
                 monkeypatch.setattr(session, "max_queued", 0)
+                monkeypatch.setattr(session, "_ws_idle", False)
             await reader.send("say", {"room": "r", "text": "hello"})  # its ack would never come
             await stalled.wait_closed(timeout=3)
             await reader.wait_closed(timeout=3)  # it was a recipient too

@@ -19,10 +19,10 @@ import asyncio
 import collections
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Final
 
-from starlette.types import Send
+from starlette.types import Message, Send
 
 from wsgate.transports.engineio.packet import CLOSE, NOOP, PING
 
@@ -67,6 +67,8 @@ class Session:
         "_outbox",
         "_poll",
         "_waiting_pong",
+        "_ws_idle",
+        "_ws_inflight",
         "_ws_send",
         "_ws_wakeup",
         "_ws_writer",
@@ -105,6 +107,8 @@ class Session:
         self._ws_send: Send | None = None
         self._ws_wakeup: asyncio.Event | None = None
         self._ws_writer: asyncio.Task[None] | None = None
+        self._ws_idle = False
+        self._ws_inflight: tuple[Coroutine[Any, Any, None], Any] | None = None
         self._heartbeat: asyncio.TimerHandle | None = None
         self._waiting_pong = False
         self.upgrade_settled: asyncio.Event | None = None
@@ -122,12 +126,50 @@ class Session:
         """Queue one encoded frame (``"4..."`` text or a binary message); never waits."""
         if not self.accepting:
             return
+        if self._ws_idle and not self._outbox:
+            self._write_now(frame)
+            return
         if len(self._outbox) >= self.max_queued:
             log.warning("closing an Engine.IO session: the client is not reading its messages")
             self.close("slow_consumer", flush=False)
             return
         self._outbox.append(frame)
         self._wake()
+
+    def _write_now(self, frame: str | bytes) -> None:
+        """Write ``frame`` from the caller's task while the writer has nothing to do.
+
+        The ASGI ``send`` of a websocket almost always completes without
+        waiting (uvicorn writes to the transport at once), so the coroutine
+        is driven here, in the caller's task: a broadcast then costs no task
+        wake-up per recipient, and a frame is written as soon as it is made.
+        Should ``send`` have to wait (a full socket), the suspended coroutine
+        is handed to the writer task, which finishes it before anything else
+        (:class:`_Resume`); frames queue behind it in the outbox, in order.
+        """
+        send = self._ws_send
+        assert send is not None and self._ws_wakeup is not None
+        if isinstance(frame, str):
+            message: Message = {"type": "websocket.send", "text": frame}
+        else:
+            message = {"type": "websocket.send", "bytes": frame}
+        coroutine = send(message)
+        if not isinstance(coroutine, Coroutine):  # an ASGI server with another kind of send
+            self._ws_inflight = (_awaited(coroutine), None)
+            self._ws_idle = False
+            self._ws_wakeup.set()
+            return
+        try:
+            waiting_on = coroutine.send(None)
+        except StopIteration:
+            return
+        except Exception as exc:  # the socket is gone; the reader sees the disconnect
+            log.debug("an Engine.IO websocket write failed: %r", exc)
+            self.close("transport_close", flush=False)
+            return
+        self._ws_inflight = (coroutine, waiting_on)
+        self._ws_idle = False
+        self._ws_wakeup.set()
 
     def _wake(self) -> None:
         wakeup = self._ws_wakeup
@@ -227,6 +269,10 @@ class Session:
         assert wakeup is not None
         try:
             while True:
+                inflight = self._ws_inflight
+                if inflight is not None:
+                    self._ws_inflight = None
+                    await _Resume(*inflight)
                 while outbox:
                     frame = outbox.popleft()
                     if isinstance(frame, str):
@@ -240,10 +286,14 @@ class Session:
                     )
                     return
                 wakeup.clear()
+                self._ws_idle = True
                 await wakeup.wait()
+                self._ws_idle = False
         except (OSError, RuntimeError, TimeoutError) as exc:
             log.debug("an Engine.IO websocket writer stopped: %r", exc)
         finally:
+            self._ws_idle = False
+            self._ws_send = None
             outbox.clear()
             self.finish()
 
@@ -304,6 +354,44 @@ class Session:
             self._heartbeat.cancel()
             self._heartbeat = None
         self._on_closing(self, reason)
+
+
+class _Resume:
+    """Awaits a coroutine that another task already started and that is waiting on ``first``.
+
+    :meth:`Session._write_now` runs an ASGI ``send`` in whatever task queued
+    the frame; when that ``send`` has to wait, the writer task continues it
+    from where it stopped, exactly as if it had awaited it from the start.
+    """
+
+    __slots__ = ("coroutine", "first")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, None], first: Any) -> None:
+        self.coroutine = coroutine
+        self.first = first
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coroutine, value = self.coroutine, self.first
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as exc:  # cancellation included: passed on
+                try:
+                    value = coroutine.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    value = coroutine.send(sent)
+                except StopIteration:
+                    return
+
+
+async def _awaited(awaitable: Awaitable[None]) -> None:
+    await awaitable
 
 
 def _settle(future: asyncio.Future[None]) -> None:
