@@ -113,6 +113,22 @@ def tree_rss(pid: int) -> int:
     return total
 
 
+def prioritize(pid: int, nice: int) -> None:
+    """Give the process's session (its own: started with a new session) the nice value.
+
+    With the kernel's autogroup scheduling on, a process's nice value counts only against
+    its own session's other processes; other sessions are weighed by their autogroup's
+    nice value, which is what this sets."""
+    if not nice:
+        return
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+    except OSError as exc:
+        print(f"cbench: cannot set autogroup nice of {pid}: {exc}", file=sys.stderr)
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+
+
 def client_args(mode: str, port: int, args: argparse.Namespace, tokfile: str) -> list[str]:
     """cload's command line for ``mode`` (see the header of cload.c)."""
     a = args
@@ -148,7 +164,6 @@ def run(
     log = open(f"/tmp/cbench-{name}.log", "wb")  # noqa: SIM115 - closed in finally
     srv = subprocess.Popen(
         [
-            *args.nice_prefix,
             "taskset",
             "-c",
             "1",
@@ -162,6 +177,7 @@ def run(
         start_new_session=True,
         cwd=HERE,
     )
+    prioritize(srv.pid, args.nice)
     try:
         for _ in range(300):
             try:
@@ -172,7 +188,6 @@ def run(
         time.sleep(0.5)
         client = subprocess.Popen(
             [
-                *args.nice_prefix,
                 "taskset",
                 "-c",
                 "0",
@@ -181,7 +196,9 @@ def run(
             ],
             stdout=subprocess.PIPE,
             text=True,
+            start_new_session=True,
         )
+        prioritize(client.pid, args.nice)
         marks: dict[str, tuple[float, float, int]] = {}
         result: dict[str, Any] | None = None
         assert client.stdout is not None
@@ -257,8 +274,8 @@ def main() -> None:
         "--nice",
         type=int,
         default=0,
-        help="run server and client at this nice value (negative needs root): on a machine "
-        "shared with other jobs, the server then gets most of its core during the short windows",
+        help="server's and client's scheduling nice value (their autogroups'; negative needs "
+        "root): on a machine shared with other jobs the server then gets most of its core",
     )
     ap.add_argument("--report", metavar="JSON", help="only print the tables of an earlier --out")
     args = ap.parse_args()
@@ -269,7 +286,6 @@ def main() -> None:
         report(rows, modes, names, args.ref)
         return
     targets = dict(t.split("=", 1) for t in args.target)
-    args.nice_prefix = ["nice", "-n", str(args.nice)] if args.nice else []
     modes = args.modes.split(",")
     ensure_cload()
     os.sched_setaffinity(0, {0})
