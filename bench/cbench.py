@@ -46,6 +46,8 @@ import jwt
 HERE = Path(__file__).resolve().parent
 CLOAD = "/tmp/cload-wsgate-bench"
 ORIGIN = "http://app.bench.test"
+WORK = f"/tmp/cbench-wsgate-{os.getpid()}"
+"""Server logs and databases of this run (not shared with another run at the same time)."""
 KEY = {
     "sio-echo": "acks_per_s",
     "ws-echo": "acks_per_s",
@@ -158,10 +160,10 @@ def run(
         NEST_LOG_LEVELS="error,warn",
         WSGATE_RATE_LIMIT="1000000",
         WSGATE_MAX_CONNECTIONS_PER_USER="1000000",
-        WSGATE_DATABASE=f"/tmp/cbench-{name}.db",
+        WSGATE_DATABASE=f"{WORK}/{name}.db",
         WSGATE_LOG_LEVEL="warning",
     )
-    log = open(f"/tmp/cbench-{name}.log", "wb")  # noqa: SIM115 - closed in finally
+    log = open(f"{WORK}/{name}.log", "wb")  # noqa: SIM115 - closed in finally
     srv = subprocess.Popen(
         [
             "taskset",
@@ -288,9 +290,10 @@ def main() -> None:
     targets = dict(t.split("=", 1) for t in args.target)
     modes = args.modes.split(",")
     ensure_cload()
+    os.makedirs(WORK, exist_ok=True)
     os.sched_setaffinity(0, {0})
     secret = secrets.token_hex(32)
-    tokfile = "/tmp/cbench-wsgate-tokens.txt"
+    tokfile = f"{WORK}/tokens.txt"
     write_tokens(tokfile, max(args.receivers + 1, args.idle, 1), secret)
     rows: list[dict[str, Any]] = []
     for mode in modes:
@@ -326,7 +329,7 @@ def report(rows: list[dict[str, Any]], modes: list[str], names: list[str], refs:
             rs = [x["result"] for x in rows if x["mode"] == mode and x["target"] == name]
             rs = [r for r in rs if r and key in r]
             if not rs:
-                print(f"{mode:11} {name:15} FAILED (see /tmp/cbench-{name}.log)")
+                print(f"{mode:11} {name:15} FAILED (see {WORK}/{name}.log)")
                 continue
             v = [float(r[key]) for r in rs]
             raw[mode, name] = statistics.median(v)

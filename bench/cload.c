@@ -10,6 +10,7 @@
 //   cload sio-connect PORT TOKENFILE ORIGIN N PROCS   (S1: connect, whoami, close; PROCS blocking workers)
 //   cload sio-idle   PORT TOKENFILE ORIGIN N HOLD_S   (N connections, each CONNECT + whoami, then idle)
 //
+// Websocket PINGs (uvicorn sends one every 20 s) are answered with a PONG and not counted.
 // sio-idle prints "MARK before" after 50 warm-up connections were opened and closed, then opens
 // N authenticated connections, answers pings while they idle and prints "MARK after" HOLD_S
 // seconds after the last one connected: the orchestrator reads the server's RSS at both marks.
@@ -54,16 +55,23 @@ static double cpu_s(void) { struct rusage r; getrusage(RUSAGE_SELF, &r);
   return r.ru_utime.tv_sec + r.ru_utime.tv_usec / 1e6 + r.ru_stime.tv_sec + r.ru_stime.tv_usec / 1e6; }
 static void die(const char *m) { fprintf(stderr, "cload: %s (errno %d %s)\n", m, errno, strerror(errno)); exit(2); }
 
-static void ws_send(conn_t *c, const char *data, size_t n) {
+static void ws_send_op(conn_t *c, int op, const char *data, size_t n) {
   unsigned char out[4096]; size_t h;
   if (n + 14 > sizeof out) die("message too big");
-  out[0] = 0x81;
+  out[0] = 0x80 | op;
   if (n < 126) { out[1] = 0x80 | n; h = 2; }
   else { out[1] = 0x80 | 126; out[2] = n >> 8; out[3] = n & 0xff; h = 4; }
   memcpy(out + h, MASK, 4); h += 4;
   for (size_t i = 0; i < n; i++) out[h + i] = data[i] ^ MASK[i & 3];
   ssize_t w = write(c->fd, out, h + n);
   if (w != (ssize_t)(h + n)) die("short write");
+}
+static void ws_send(conn_t *c, const char *data, size_t n) { ws_send_op(c, 1, data, n); }
+// a websocket PING (uvicorn's keepalive, every 20 s) is answered, as a browser does, and not counted
+static int answered_ping(conn_t *c, int op, unsigned char *pl, size_t plen) {
+  if (op != 9) return 0;
+  ws_send_op(c, 10, (const char *)pl, plen);
+  return 1;
 }
 
 // a complete frame at the start of c->buf? returns its total length, 0 if incomplete
@@ -92,6 +100,7 @@ static size_t next_text(conn_t *c, char *out, size_t cap) {
     int op; unsigned char *pl; size_t plen, k = parse_frame(c, &op, &pl, &plen);
     if (!k) { fill(c); continue; }
     if (op == 1 && plen == 1 && pl[0] == '2') { consume(c, k); ws_send(c, "3", 1); continue; }
+    if (answered_ping(c, op, pl, plen)) { consume(c, k); continue; }
     if (op != 1) die("unexpected frame opcode");
     if (plen >= cap) die("frame too big");
     memcpy(out, pl, plen); out[plen] = 0; consume(c, k); return plen;
@@ -172,6 +181,7 @@ static void fire(conn_t *c) {
 }
 
 static void on_echo_frame(conn_t *c, int op, unsigned char *pl, size_t plen) {
+  if (answered_ping(c, op, pl, plen)) return;
   if (op == 1 && SIO && plen == 1 && pl[0] == '2') { ws_send(c, "3", 1); return; }
   if (op != 1 || !c->inflight || plen != c->expect_len || memcmp(pl, c->expect, plen)) { errors++; return; }
   double t = now(); c->inflight = 0; acks_total++;
@@ -230,22 +240,27 @@ static int echo_main(int argc, char **argv, int sio) {
 // ------------------------------------------------------------------ fan-out
 static int R, M; static long delivered, warm_delivered, acked, dupes, expected_total, warm_target, want_acks;
 static conn_t *sender; static double last_delivery;
+static void bad_frame(const char *why, int op, unsigned char *pl, size_t plen) {  // the first few, to stderr
+  errors++;
+  if (errors <= 5) fprintf(stderr, "cload: unexpected frame (%s, opcode %d): %.*s\n", why, op, (int)(plen < 120 ? plen : 120), pl);
+}
 static void on_fan_frame(conn_t *c, int op, unsigned char *pl, size_t plen) {
-  if (op != 1) { errors++; return; }
+  if (answered_ping(c, op, pl, plen)) return;
+  if (op != 1) { bad_frame("not text", op, pl, plen); return; }
   if (plen == 1 && pl[0] == '2') { ws_send(c, "3", 1); return; }
   if (plen > 2 && pl[0] == '4' && pl[1] == '3') {
-    if (c == sender && memmem(pl, plen, "[{\"delivered\":true}]", 20)) acked++; else errors++;
+    if (c == sender && memmem(pl, plen, "[{\"delivered\":true}]", 20)) acked++; else bad_frame("ack", op, pl, plen);
     return;
   }
-  if (plen < 14 || memcmp(pl, "42[\"message\",", 13)) { errors++; return; }
+  if (plen < 14 || memcmp(pl, "42[\"message\",", 13)) { bad_frame("not a message", op, pl, plen); return; }
   if (c == sender) return;  // the sender is a member too; only receivers are counted
   unsigned char *t = memmem(pl, plen, "\"text\":\"", 8);
-  if (!t) { errors++; return; }
+  if (!t) { bad_frame("no text", op, pl, plen); return; }
   t += 8;
   if (*t == 'W') { warm_delivered++; return; }
-  if (*t != 'M') { errors++; return; }
+  if (*t != 'M') { bad_frame("not W/M", op, pl, plen); return; }
   long seq = strtol((char *)t + 2, NULL, 10);
-  if (seq < 0 || seq >= M) { errors++; return; }
+  if (seq < 0 || seq >= M) { bad_frame("sequence", op, pl, plen); return; }
   if (c->got[seq]) { dupes++; return; }
   c->got[seq] = 1; delivered++; last_delivery = now();
 }
@@ -333,6 +348,7 @@ static int connect_main(int argc, char **argv) {
 
 // ------------------------------------------------------------------ idle memory
 static void on_idle_frame(conn_t *c, int op, unsigned char *pl, size_t plen) {
+  if (answered_ping(c, op, pl, plen)) return;
   if (op == 1 && plen == 1 && pl[0] == '2') { ws_send(c, "3", 1); return; }
   errors++;  // an idle connection is sent nothing but pings
 }
