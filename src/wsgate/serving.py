@@ -21,6 +21,7 @@ from wsgate.log_redaction import install_redaction
 from wsgate.settings import Settings
 from wsgate.transports.deadline import DEFAULT_CONNECT_TIMEOUT, uvicorn_http_protocol
 from wsgate.transports.request_head import HeadLimits
+from wsgate.transports.ws_protocol import websocket_protocol
 
 __all__ = ["HttpProtocol", "UvicornServer", "run", "tune_gc"]
 
@@ -86,6 +87,8 @@ def run(app: Any, settings: Settings | None = None) -> None:
         ),
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies) or None,
+        # Frames written once per connection per loop turn (transports/ws_protocol.py).
+        ws=websocket_protocol(),
         ws_max_size=max(4 * settings.max_message_bytes, 1 << 20),
         # No permessage-deflate: each compressing socket holds ~300 KB of zlib state
         # (an idle connection's cost grows tenfold, and churn fragments the heap:
