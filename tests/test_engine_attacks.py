@@ -64,7 +64,8 @@ async def test_pre_connect_sessions_are_bounded_per_address_and_in_total(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Sessions that never CONNECT hold a handshake slot; past the caps they are refused."""
-    monkeypatch.setattr(binding, "MAX_REFUSED_SESSIONS", 5)
+    monkeypatch.setattr(binding, "MAX_REFUSED_SESSIONS", 20)
+    monkeypatch.setattr(binding, "MAX_REFUSED_SESSIONS_PER_ADDRESS", 5)
     port = free_port()
     app = App(
         [Chat()],
@@ -80,13 +81,16 @@ async def test_pre_connect_sessions_are_bounded_per_address_and_in_total(
         assert (await http.post(endpoint, content="40")).text == "ok"
         refused = (await http.get(endpoint)).text
         assert refused.startswith("44") and "too_many_connections" in refused
-        # Refused sessions waiting for their CONNECT are bounded too: then HTTP 503.
+        # Refused sessions waiting for their CONNECT are bounded too (per address, in
+        # total): then HTTP 503.
         for _ in range(5):
             await _open_polling(http, url)
         flood = await http.get(f"{url}/socket.io/?EIO=4&transport=polling")
         assert flood.status_code == 503
         assert flood.json()["code"] == "too_many_connections"
         assert len(app.parts.socketio.engine.sessions) <= 10 + 5
+        # ... and they do not wait for the whole connect deadline.
+        assert await _settled(lambda: len(app.parts.socketio.engine.sessions) == 10)
         # Another address still gets in.
         other = httpx.AsyncClient(
             timeout=10, transport=httpx.AsyncHTTPTransport(local_address="127.0.0.2")

@@ -9,9 +9,11 @@ meets the core, through :mod:`wsgate.core.port` only (as ``/ws`` does):
   its first CONNECT is decided, so sessions that never connect are bounded
   by those caps, not only by the connect deadline. Past the caps the session
   still opens, but its CONNECT is answered at once with CONNECT_ERROR
-  ``too_many_connections`` and the session closed; at most
-  :data:`MAX_REFUSED_SESSIONS` such sessions wait for their CONNECT, beyond
-  that the handshake itself gets HTTP 503 with the error object;
+  ``too_many_connections`` and the session closed; such sessions wait at
+  most :data:`REFUSED_SESSION_SECONDS` for their CONNECT, and at most
+  :data:`MAX_REFUSED_SESSIONS` of them (:data:`MAX_REFUSED_SESSIONS_PER_ADDRESS`
+  per address) at once; beyond that the handshake itself gets HTTP 503 with
+  the error object;
 - a session whose first CONNECT is refused, and that has no other
   namespace, is closed after the CONNECT_ERROR went out;
 - each event runs in a task of its own through ``port.submit`` (the
@@ -47,12 +49,23 @@ from wsgate.transports.engineio import EngineConfig, EngineServer, OpenRefused
 from wsgate.transports.sio import Client, Socket, SocketConfig, SocketServer
 from wsgate.transports.sio.packet import PacketType, encode
 
-__all__ = ["MAX_REFUSED_SESSIONS", "SocketIOTransport"]
+__all__ = [
+    "MAX_REFUSED_SESSIONS",
+    "MAX_REFUSED_SESSIONS_PER_ADDRESS",
+    "REFUSED_SESSION_SECONDS",
+    "SocketIOTransport",
+]
 
 log = logging.getLogger("wsgate.socketio")
 
 MAX_REFUSED_SESSIONS: Final = 256
 """Sessions refused a handshake slot that may wait to be told so in a CONNECT_ERROR."""
+
+MAX_REFUSED_SESSIONS_PER_ADDRESS: Final = 8
+"""The same, from one client address: one address cannot use up the total."""
+
+REFUSED_SESSION_SECONDS: Final = 2.0
+"""How long a refused session waits for the CONNECT it is to refuse."""
 
 HARD_CAP_FACTOR: Final = 2
 """Engine.IO's ``maxPayload`` is this many times ``max_message_bytes``: a message between
@@ -119,6 +132,7 @@ class SocketIOTransport:
         self._members: dict[str, set[Socket]] = {}
         self._rooms: dict[tuple[str, str], set[Socket]] = {}
         self._refused_waiting = 0
+        self._refused_by_address: dict[str, int] = {}
         self._releasing: set[asyncio.Task[None]] = set()
         port.attach(self)
 
@@ -134,12 +148,23 @@ class SocketIOTransport:
                 handshake, conn_id=client.session.sid, transport=self.name
             )
         except ConnectionRefused as refusal:
-            if self._refused_waiting >= MAX_REFUSED_SESSIONS:
+            address = handshake.remote_addr or "-"
+            from_address = self._refused_by_address.get(address, 0)
+            if (
+                self._refused_waiting >= MAX_REFUSED_SESSIONS
+                or from_address >= MAX_REFUSED_SESSIONS_PER_ADDRESS
+            ):
                 raise OpenRefused(
                     503, {"status": 503, "code": str(refusal.code), "message": refusal.message}
                 ) from None
             self._refused_waiting += 1
+            self._refused_by_address[address] = from_address + 1
             client.context = _Session(handshake, None, refusal)
+            # A client sends its CONNECT right after the handshake: a refused session
+            # that does not is not kept for the whole connect deadline.
+            asyncio.get_running_loop().call_later(
+                REFUSED_SESSION_SECONDS, client.close, "connect_refused"
+            )
             return
         client.context = _Session(handshake, slot)
 
@@ -156,6 +181,10 @@ class SocketIOTransport:
         slot, state.slot = state.slot, None
         if state.refusal is not None:
             self._refused_waiting -= 1
+            address = state.handshake.remote_addr or "-"
+            left = self._refused_by_address.pop(address, 1) - 1
+            if left:
+                self._refused_by_address[address] = left
         return slot
 
     async def connect(self, socket: Socket, auth: Any) -> dict[str, Any] | None:
@@ -298,6 +327,11 @@ class SocketIOTransport:
         if socket is None or socket.namespace != namespace:
             return
         client = socket.client
+        if reason == CloseReason.SERVER_SHUTDOWN:
+            # No DISCONNECT packet: a client told "io server disconnect" would not
+            # come back, where a server going away is exactly when it should.
+            client.close(reason)
+            return
         self.sockets.disconnect(socket, reason)
         if not client.sockets:
             client.close(reason)

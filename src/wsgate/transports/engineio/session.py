@@ -37,6 +37,10 @@ CLOSE_SEND_TIMEOUT: Final = 5.0
 """How long a websocket close frame may wait for a client's socket to drain."""
 
 
+_CLOSE_CODES: Final = {"slow_consumer": 1008, "server_shutdown": 1001, "payload_too_large": 1009}
+"""Websocket close codes of the reasons that have one of their own (else 1000)."""
+
+
 class Transport(enum.Enum):
     POLLING = "polling"
     WEBSOCKET = "websocket"
@@ -280,7 +284,7 @@ class Session:
                     else:
                         await send({"type": "websocket.send", "bytes": frame})
                 if not self.accepting:
-                    code = 1000 if self.close_reason != "slow_consumer" else 1008
+                    code = _CLOSE_CODES.get(self.close_reason or "", 1000)
                     await asyncio.wait_for(
                         send({"type": "websocket.close", "code": code}), CLOSE_SEND_TIMEOUT
                     )
