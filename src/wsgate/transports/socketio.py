@@ -45,7 +45,8 @@ from wsgate.core.port import (
     Port,
     Reply,
 )
-from wsgate.transports.engineio import EngineConfig, EngineServer, OpenRefused
+from wsgate.transports.engineio import EngineConfig, EngineServer, OpenRefused, Transport
+from wsgate.transports.engineio.packet import CLOSE
 from wsgate.transports.sio import Client, Socket, SocketConfig, SocketServer
 from wsgate.transports.sio.packet import PacketType, encode
 
@@ -329,7 +330,11 @@ class SocketIOTransport:
         client = socket.client
         if reason == CloseReason.SERVER_SHUTDOWN:
             # No DISCONNECT packet: a client told "io server disconnect" would not
-            # come back, where a server going away is exactly when it should.
+            # come back, where a server going away is exactly when it should. The
+            # Engine.IO CLOSE packet says the server ended it (python-socketio's
+            # "server disconnect"; socket.io-client reconnects), then close 1001.
+            if client.session.transport is Transport.WEBSOCKET:
+                client.session.send(CLOSE)
             client.close(reason)
             return
         self.sockets.disconnect(socket, reason)
