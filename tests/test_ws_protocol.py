@@ -75,7 +75,7 @@ async def port() -> AsyncIterator[int]:
         app,
         host="127.0.0.1",
         port=free,
-        ws=websocket_protocol(),
+        ws="wsgate.serving:WebSocketProtocol",  # as on uvicorn's command line
         lifespan="off",
         log_level="warning",
         ws_per_message_deflate=False,
@@ -102,6 +102,17 @@ def test_the_coalescing_protocol_is_chosen_where_uvicorn_has_websockets_sansio()
     chosen = websocket_protocol()
     assert isinstance(chosen, type)
     assert issubclass(chosen, sansio.WebSocketsSansIOProtocol)
+
+
+def test_uvicorns_command_line_can_name_the_protocol() -> None:
+    """``--ws wsgate.serving:WebSocketProtocol``: wsgate's protocol, else uvicorn's own."""
+    from uvicorn.importer import import_from_string
+    from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
+
+    named = import_from_string("wsgate.serving:WebSocketProtocol")
+    chosen = websocket_protocol()
+    assert named is (chosen if isinstance(chosen, type) else AutoWebSocketsProtocol)
+    assert named is not None
 
 
 @module_loop

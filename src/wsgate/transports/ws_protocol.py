@@ -27,6 +27,7 @@ uvicorn picks its own protocol as before.
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 __all__ = ["websocket_protocol"]
@@ -44,6 +45,7 @@ _NEEDED = (
 """Attributes of uvicorn's protocol that the subclass reads (set in its ``__init__``)."""
 
 
+@functools.cache
 def websocket_protocol() -> type[asyncio.Protocol] | str:
     """The coalescing protocol class, or ``"auto"`` where this uvicorn lacks what it needs."""
     try:
