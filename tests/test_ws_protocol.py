@@ -26,6 +26,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 BURST = 500
+SIZES = ["x" * 125, "é" * 100, "y" * 65535, "z" * 70000, ""]
 FLOOD_FRAME = "x" * 65536
 FLOOD_FRAMES = 2000  # 128 MiB if nothing ever waited
 blocked: asyncio.Event | None = None
@@ -41,6 +42,9 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["path"] == "/burst":
         for i in range(BURST):
             await send({"type": "websocket.send", "text": f"b{i}"})
+        for text in SIZES:  # each header length, and a text whose bytes outnumber its characters
+            await send({"type": "websocket.send", "text": text})
+            await send({"type": "websocket.send", "text": text})  # the same object again
         for i in range(5):
             await asyncio.sleep(0)
             await send({"type": "websocket.send", "text": f"s{i}"})
@@ -126,6 +130,7 @@ async def test_a_burst_arrives_whole_and_in_order_before_the_close(port: int) ->
                 while True:
                     got.append(await ws.recv())
     expected: list[str | bytes] = [f"b{i}" for i in range(BURST)]
+    expected += [text for text in SIZES for _ in range(2)]
     expected += [f"s{i}" for i in range(5)] + [b"\x00\x01"]
     assert got == expected
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000

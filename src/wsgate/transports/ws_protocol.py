@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import struct
 from typing import Any
 
 __all__ = ["websocket_protocol"]
@@ -45,6 +46,30 @@ _NEEDED = (
 """Attributes of uvicorn's protocol that the subclass reads (set in its ``__init__``)."""
 
 
+_last: tuple[str, bytes] = ("", b"\x81\x00")
+"""The last text framed and its frame: a broadcast sends the same ``str`` object to every
+recipient, so it is encoded and framed once, not once per recipient."""
+
+
+def _text_frame(text: str) -> bytes:
+    """An unmasked, unfragmented, uncompressed server text frame (RFC 6455 section 5.2)."""
+    global _last
+    last_text, last_frame = _last
+    if text is last_text:
+        return last_frame
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x81, size))
+    elif size < 65536:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    frame = header + payload
+    _last = (text, frame)
+    return frame
+
+
 @functools.cache
 def websocket_protocol() -> type[asyncio.Protocol] | str:
     """The coalescing protocol class, or ``"auto"`` where this uvicorn lacks what it needs."""
@@ -54,6 +79,7 @@ def websocket_protocol() -> type[asyncio.Protocol] | str:
             WebSocketsSansIOProtocol,
         )
         from websockets.exceptions import InvalidState
+        from websockets.protocol import State
     except ImportError:  # uvicorn before websockets-sansio (0.35)
         return "auto"
     probe = WebSocketsSansIOProtocol.__init__.__code__.co_names
@@ -75,15 +101,24 @@ def websocket_protocol() -> type[asyncio.Protocol] | str:
             ):
                 if self.disconnected:
                     raise ClientDisconnected()
-                try:
-                    data = message.get("bytes")
-                    if data is not None:
-                        self.conn.send_binary(data)
-                    else:
-                        self.conn.send_text(message["text"].encode())
-                except InvalidState:
-                    raise ClientDisconnected() from None
-                output = self.conn.data_to_send()
+                conn = self.conn
+                data = message.get("bytes")
+                if (
+                    data is None
+                    and conn.state is State.OPEN
+                    and not conn.extensions
+                    and not conn.expect_continuation_frame
+                ):
+                    output = [_text_frame(message["text"])]
+                else:
+                    try:
+                        if data is not None:
+                            conn.send_binary(data)
+                        else:
+                            conn.send_text(message["text"].encode())
+                    except InvalidState:
+                        raise ClientDisconnected() from None
+                    output = conn.data_to_send()
                 if self._pending is None:
                     self._pending = output
                     self.loop.call_soon(self._flush)
