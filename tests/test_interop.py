@@ -97,6 +97,11 @@ async def test_python_socketio_client_interoperates(transports: list[str]) -> No
                 "/binary", "blob", {"data": b"\xfe\x00"}, room=None, skip=None
             )
             assert await asyncio.wait_for(pushed.get(), 10) == {"data": b"\xfe\x00"}
+            # A burst bigger than one long-polling response (python-engineio's client
+            # refuses payloads of more than 16 packets) arrives whole and in order.
+            for i in range(40):
+                await app.parts.socketio.broadcast("/binary", "blob", i, room=None, skip=None)
+            assert [await asyncio.wait_for(pushed.get(), 10) for _ in range(40)] == list(range(40))
             if "websocket" in transports and "polling" in transports:
                 for _ in range(100):
                     if client.transport() == "websocket":

@@ -37,6 +37,12 @@ CLOSE_SEND_TIMEOUT: Final = 5.0
 """How long a websocket close frame may wait for a client's socket to drain."""
 
 
+MAX_FRAMES_PER_POLL: Final = 16
+"""Frames in one long-polling response; the rest wait for the next GET, which comes at once.
+
+python-engineio's client refuses a payload of more than 16 packets (its
+``max_decode_packets``), and a bounded response is a bounded write anyway."""
+
 _CLOSE_CODES: Final = {"slow_consumer": 1008, "server_shutdown": 1001, "payload_too_large": 1009}
 """Websocket close codes of the reasons that have one of their own (else 1000)."""
 
@@ -237,9 +243,13 @@ class Session:
             finally:
                 timer.cancel()
                 self._poll = None
-        frames = list(self._outbox)
-        self._outbox.clear()
-        if self.state is SessionState.CLOSING:
+        outbox = self._outbox
+        if len(outbox) <= MAX_FRAMES_PER_POLL:
+            frames = list(outbox)
+            outbox.clear()
+        else:
+            frames = [outbox.popleft() for _ in range(MAX_FRAMES_PER_POLL)]
+        if self.state is SessionState.CLOSING and not outbox:
             self.finish()
         return frames
 
