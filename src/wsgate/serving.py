@@ -11,6 +11,7 @@ close websockets with 1012 before the App's lifespan could say why).
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from typing import Any
 
@@ -21,14 +22,31 @@ from wsgate.log_redaction import install_redaction
 from wsgate.settings import Settings
 from wsgate.transports.deadline import DEFAULT_CONNECT_TIMEOUT, uvicorn_http_protocol
 from wsgate.transports.request_head import HeadLimits
+from wsgate.transports.ws_protocol import websocket_protocol
 
-__all__ = ["HttpProtocol", "UvicornServer", "run", "tune_gc"]
+__all__ = ["HttpProtocol", "UvicornServer", "WebSocketProtocol", "run", "tune_gc"]
 
 
 HttpProtocol = uvicorn_http_protocol(DEFAULT_CONNECT_TIMEOUT)
 """uvicorn's HTTP protocol with wsgate's connect deadline and request head limits (defaults).
 
 For ``uvicorn module:app --http wsgate.serving:HttpProtocol`` (see docs/deployment.md).
+"""
+
+
+def _websocket_protocol_class() -> type[asyncio.Protocol] | None:
+    chosen = websocket_protocol()
+    if isinstance(chosen, type):
+        return chosen
+    from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
+
+    return AutoWebSocketsProtocol  # type: ignore[return-value]
+
+
+WebSocketProtocol = _websocket_protocol_class()
+"""The websocket protocol ``wsgate serve`` uses (frames coalesced per loop turn), or uvicorn's
+own where that needs a newer uvicorn. For ``uvicorn module:app --ws
+wsgate.serving:WebSocketProtocol`` (see docs/deployment.md).
 """
 
 GC_GEN0_THRESHOLD = 50_000
@@ -86,6 +104,8 @@ def run(app: Any, settings: Settings | None = None) -> None:
         ),
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies) or None,
+        # Frames written once per connection per loop turn (transports/ws_protocol.py).
+        ws=websocket_protocol(),  # "auto" where it needs a newer uvicorn
         ws_max_size=max(4 * settings.max_message_bytes, 1 << 20),
         # No permessage-deflate: each compressing socket holds ~300 KB of zlib state
         # (an idle connection's cost grows tenfold, and churn fragments the heap:
