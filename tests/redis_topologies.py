@@ -132,12 +132,15 @@ async def sentinel_setup(tmp_path: Path) -> AsyncIterator[tuple[str, Servers]]:
                 return bool(info.get("master_link_status") == "up")
 
         async def sentinel_knows() -> bool:
+            # The master and its replica: the sentinel learns replicas from the master's
+            # INFO (every 10 s), and a failover with no known replica never happens.
             async with aioredis.Redis(port=sentinel) as client:
                 addr = await client.execute_command("SENTINEL", "get-master-addr-by-name", SERVICE)
-                return bool(addr)
+                replicas = await client.execute_command("SENTINEL", "replicas", SERVICE)
+                return bool(addr) and bool(replicas)
 
         await wait_until(replica_synced, "the replica to sync")
-        await wait_until(sentinel_knows, "the sentinel to know the master")
+        await wait_until(sentinel_knows, "the sentinel to know the master and its replica")
         yield f"redis+sentinel://127.0.0.1:{sentinel}/{SERVICE}/0", servers
     finally:
         await servers.stop()
