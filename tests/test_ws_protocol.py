@@ -79,7 +79,9 @@ async def port() -> AsyncIterator[int]:
         app,
         host="127.0.0.1",
         port=free,
-        ws="wsgate.serving:WebSocketProtocol",  # as on uvicorn's command line
+        # The class the import name gives (below uvicorn 0.35, uvicorn's own protocol:
+        # there the command-line name is only looked up among uvicorn's built-ins).
+        ws=websocket_protocol(),
         lifespan="off",
         log_level="warning",
         ws_per_message_deflate=False,

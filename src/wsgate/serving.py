@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 from typing import Any
 
 import uvicorn
@@ -85,6 +86,10 @@ class UvicornServer(uvicorn.Server):
         await super().shutdown(sockets=sockets)
 
 
+STARTUP_FAILURE = 3
+"""Exit status of a server that never started (uvicorn's own command line uses 3)."""
+
+
 def run(app: Any, settings: Settings | None = None) -> None:
     """Serve ``app`` (a wsgate App, or an ASGI app with one mounted) until interrupted.
 
@@ -118,4 +123,9 @@ def run(app: Any, settings: Settings | None = None) -> None:
     )
     install_redaction()
     tune_gc()
-    UvicornServer(config).run()
+    server = UvicornServer(config)
+    server.run()
+    if not server.started:
+        # A start-up that failed (a lifespan hook, a port in use) must not exit 0;
+        # uvicorn's own command line does this, and older Server.run() does not.
+        sys.exit(STARTUP_FAILURE)
