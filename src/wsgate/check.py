@@ -255,8 +255,16 @@ def _cookie_findings(
 
 def _limit_findings(settings: Settings) -> list[Finding]:
     findings: list[Finding] = []
+    values: dict[str, float] = {
+        "rate_limit": settings.rate_limit,
+        "max_message_bytes": settings.max_message_bytes,
+        "max_connections_per_user": settings.max_connections_per_user,
+        "max_rooms_per_connection": settings.max_rooms_per_connection,
+        "max_pending_handshakes": settings.max_pending_handshakes,
+        "connect_timeout": settings.connect_timeout,
+    }
     for field, ceiling in LIMIT_CEILINGS.items():
-        value = getattr(settings, field)
+        value = values[field]
         if value > ceiling:
             findings.append(
                 Finding(
