@@ -80,10 +80,7 @@ class RedisRevocationStore:
         prefix: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        if isinstance(url, RedisConnector):
-            self.connector = url.retain()
-        else:
-            self.connector = RedisConnector(url, prefix=prefix, timeout=timeout).retain()
+        self.connector = RedisConnector.shared(url, prefix=prefix, timeout=timeout)
         self.keys = self.connector.keys
         self._timeout = self.connector.timeout
         self.channel = self.keys.revocations_channel

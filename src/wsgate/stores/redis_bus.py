@@ -92,10 +92,7 @@ class RedisStreamBus:
         maxlen: int = DEFAULT_MAXLEN,
         max_pending: int = MAX_PENDING,
     ) -> None:
-        if isinstance(url, RedisConnector):
-            self.connector = url.retain()
-        else:
-            self.connector = RedisConnector(url, prefix=prefix).retain()
+        self.connector = RedisConnector.shared(url, prefix=prefix)
         self.stream = self.connector.keys.fanout_stream
         self.node_id = uuid.uuid4().hex
         self.maxlen = maxlen

@@ -47,6 +47,22 @@ class RedisConnector:
         self._users = 0
         self._closed = False
 
+    @classmethod
+    def shared(
+        cls,
+        url: str | RedisConnector,
+        *,
+        prefix: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> RedisConnector:
+        """The connector a store uses: the node's own when given one, else one for ``url``.
+
+        Retained either way: the store calls :meth:`aclose` once when it closes.
+        """
+        if isinstance(url, RedisConnector):
+            return url.retain()
+        return cls(url, prefix=prefix, timeout=timeout).retain()
+
     def dedicated(self, role: str) -> Redis:
         """A new client of one connection for a long blocking read (close it after use)."""
         return dedicated_client(

@@ -87,10 +87,7 @@ class RedisControl:
         timeout: float = DEFAULT_TIMEOUT,
         node_id: str | None = None,
     ) -> None:
-        if isinstance(url, RedisConnector):
-            self.connector = url.retain()
-        else:
-            self.connector = RedisConnector(url, prefix=prefix, timeout=timeout).retain()
+        self.connector = RedisConnector.shared(url, prefix=prefix, timeout=timeout)
         self.keys = self.connector.keys
         self.timeout = self.connector.timeout
         self.node_id = node_id or uuid.uuid4().hex

@@ -116,10 +116,7 @@ class RedisConnectionCounter:
         self.renew_every = renew_every
         self.node_id = node_id or uuid.uuid4().hex
         self._lease_ms = math.ceil(lease * 1000)
-        if isinstance(url, RedisConnector):
-            self.connector = url.retain()
-        else:
-            self.connector = RedisConnector(url, prefix=prefix, timeout=timeout).retain()
+        self.connector = RedisConnector.shared(url, prefix=prefix, timeout=timeout)
         self.keys = self.connector.keys
         self.connector.health.on_recover(self._renew_after_outage)
         self._client: Redis = self.connector.client

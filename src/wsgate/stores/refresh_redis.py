@@ -60,10 +60,7 @@ class RedisRefreshFamilies:
     ) -> None:
         # The node's shared connector (its bounded pool, Sentinel and Cluster URLs,
         # the deployment's hash-tagged key prefix), as every other Redis store.
-        if isinstance(url, RedisConnector):
-            self.connector = url.retain()
-        else:
-            self.connector = RedisConnector(url, prefix=prefix, timeout=timeout).retain()
+        self.connector = RedisConnector.shared(url, prefix=prefix, timeout=timeout)
         self._client: Redis = self.connector.client
         self._rotate = self._client.register_script(_ROTATE_LUA)
         self._revoke = self._client.register_script(_REVOKE_LUA)
