@@ -9,14 +9,10 @@ holds, never how fast.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import json
 import logging
-import os
-import socket
-import struct
 from typing import Any
 
 import httpx
@@ -24,9 +20,11 @@ import pytest
 import websockets
 
 from clients import Refused, connect_socketio
+from rawws import masked_text_frame, open_raw_websocket
 from support import free_port, make_token, serve, settings_for
 from wsgate import App, Context, Gateway, public, subscribe
 from wsgate.demo.gateways import Chat
+from wsgate.transports import backpressure
 from wsgate.transports import socketio as binding
 
 pytestmark = pytest.mark.timeout(120)
@@ -174,58 +172,30 @@ async def test_binary_attachments_are_bounded_in_bytes() -> None:
         assert await _settled(lambda: not app.runtime.fanout.connections)
 
 
-def _masked_text_frame(text: str) -> bytes:
-    """One client-to-server websocket text frame (masked, as RFC 6455 requires)."""
-    payload = text.encode()
-    mask = os.urandom(4)
-    head = bytes([0x81])
-    if len(payload) < 126:
-        head += bytes([0x80 | len(payload)])
-    elif len(payload) < 65536:
-        head += bytes([0x80 | 126]) + struct.pack("!H", len(payload))
-    else:
-        head += bytes([0x80 | 127]) + struct.pack("!Q", len(payload))
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
-async def test_a_slow_readers_ack_queue_is_bounded() -> None:
+async def test_a_slow_readers_ack_queue_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Acks go through the same bounded outbox as events: a client that never reads is closed.
 
     The client is a bare TCP socket with a tiny receive buffer that reads
     nothing after the handshake, so the server's socket buffers fill and its
-    outbox is the only place left for acks to pile up.
+    outbox is the only place left for acks to pile up. The server stops
+    reading this client's requests while the outbox is backed up, then,
+    the client still reading nothing after ``MAX_READ_PAUSE``, closes it.
     """
+    monkeypatch.setattr(backpressure, "MAX_READ_PAUSE", 1.0)
     port = free_port()
     app = App([Chat()], settings_for(port, rate_limit=1_000_000))
     engine = app.parts.socketio.engine
     engine.configure(dataclasses.replace(engine.config, max_queued_frames=64))
     async with serve(app, port):
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-        reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(
-            (
-                "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
-                f"Host: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        assert b"101" in await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        _, writer = await open_raw_websocket(port, "/socket.io/?EIO=4&transport=websocket")
         await asyncio.sleep(0.2)  # the Engine.IO OPEN packet arrives; it is never read
-        writer.write(_masked_text_frame("40" + json.dumps({"token": make_token()})))
+        writer.write(masked_text_frame("40" + json.dumps({"token": make_token()})))
         event = '["echo",{"text":"' + "x" * 1000 + '"}]'
         try:
             for i in range(20_000):  # ~20 MB of acks asked for, far past any socket buffer
-                writer.write(_masked_text_frame(f"42{i}{event}"))
-                await writer.drain()
-                if (
-                    i % 100 == 0
-                    and await _settled(lambda: True)
-                    and not app.runtime.fanout.connections
-                ):
+                writer.write(masked_text_frame(f"42{i}{event}"))
+                await asyncio.wait_for(writer.drain(), 30)
+                if i % 100 == 0 and not app.runtime.fanout.connections:
                     break
             assert await _settled(lambda: not app.runtime.fanout.connections, 30)
         finally:

@@ -34,7 +34,9 @@ ends): a slow handler never holds up the next event, and replies are matched
 by ``id``. The writer drains a bounded outbox, so a broadcast only appends
 an already encoded frame and never waits on a slow client; a client that
 stops reading until its outbox is full is closed (1008) rather than
-buffered without bound.
+buffered without bound. A client that sends faster than it reads its replies
+is not closed: the reader waits for the writer to catch up
+(:mod:`wsgate.transports.backpressure`).
 
 Only :mod:`wsgate.core.port` of the core is used here.
 """
@@ -65,6 +67,7 @@ from wsgate.core.port import (
     Reply,
     message_too_large,
 )
+from wsgate.transports.backpressure import ReadGate
 from wsgate.transports.frames import (
     FrameError,
     Request,
@@ -132,6 +135,7 @@ class _Peer:
 
     __slots__ = (
         "_outbox",
+        "_read_gate",
         "_send",
         "_wakeup",
         "_writer",
@@ -152,6 +156,28 @@ class _Peer:
         self._outbox: collections.deque[str | _Close] = collections.deque()
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._read_gate = ReadGate(MAX_QUEUED_FRAMES)
+
+    @property
+    def backed_up(self) -> bool:
+        """Whether the reader should let the writer catch up before taking a request."""
+        return self._read_gate.backed_up(len(self._outbox))
+
+    async def caught_up(self) -> bool:
+        """Wait for the writer to drain the outbox (or for the connection to end).
+
+        False when the client has read nothing for ``backpressure.MAX_READ_PAUSE``
+        seconds: it is then closed as a slow consumer (as when its outbox
+        reaches the cap), and this returns once the close frame is out or the
+        writer gave up on it.
+        """
+        if self.closing or await self._read_gate.wait():
+            return True
+        log.warning("closing connection %s: the client is not reading its replies", self.id)
+        self.abort(close_code(CloseReason.SLOW_CONSUMER), CloseReason.SLOW_CONSUMER)
+        if self._writer is not None:
+            await asyncio.wait([self._writer])
+        return False
 
     def push(self, text: str) -> None:
         """Queue one encoded frame; never waits."""
@@ -172,6 +198,7 @@ class _Peer:
         self.close_reason = reason
         self._outbox.append(_Close(code, reason))
         self._wakeup.set()
+        self._read_gate.release()
 
     def abort(self, code: int, reason: str) -> None:
         """Close now, dropping queued frames: the writer may be stuck on a full socket."""
@@ -183,6 +210,7 @@ class _Peer:
             self._writer.cancel()
             self._writer = asyncio.get_running_loop().create_task(self._write())
         self._wakeup.set()
+        self._read_gate.release()
 
     def start(self, first_frame: str) -> None:
         """Admitted: ``first_frame`` (the ready frame) goes out before anything queued so far."""
@@ -191,17 +219,19 @@ class _Peer:
 
     def stop(self) -> None:
         self.closing = True
+        self._read_gate.release()
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
 
     async def _write(self) -> None:
-        outbox, send, wakeup = self._outbox, self._send, self._wakeup
+        outbox, send, wakeup, gate = self._outbox, self._send, self._wakeup, self._read_gate
         try:
             while True:
                 while outbox:
                     item = outbox.popleft()
                     if isinstance(item, str):
                         await send({"type": "websocket.send", "text": item})
+                        gate.sent(len(outbox))
                         continue
                     message = {"type": "websocket.close", "code": item.code, "reason": item.reason}
                     await asyncio.wait_for(send(message), CLOSE_SEND_TIMEOUT)
@@ -214,6 +244,8 @@ class _Peer:
             log.debug("writer of connection %s stopped: %r", self.id, exc)
             self.closing = True
             outbox.clear()
+        finally:
+            gate.release()
 
 
 class WebSocketTransport:
@@ -349,6 +381,8 @@ class WebSocketTransport:
         limit = self.max_message_bytes
         port = self.port
         while True:
+            if peer.backed_up and not await peer.caught_up():
+                return CloseReason.SLOW_CONSUMER  # not waiting for the client's close as well
             message = await receive()
             kind = message["type"]
             if kind == "websocket.disconnect":

@@ -276,6 +276,8 @@ class EngineServer:
                 self._malformed(session, type(exc).__name__)
                 return
             for kind, data in packets:
+                if session.backed_up:
+                    await session.caught_up()  # the GETs drain what the last packets queued
                 if not session.accepting:
                     break
                 await self._packet(session, kind, data)
@@ -317,6 +319,8 @@ class EngineServer:
     async def _read_websocket(self, session: Session, receive: Receive) -> None:
         limit = self.config.max_payload
         while True:
+            if session.backed_up:
+                await session.caught_up()
             message = await receive()
             if message["type"] != "websocket.receive":
                 if session.accepting:

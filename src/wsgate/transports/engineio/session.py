@@ -7,7 +7,9 @@ sends is already encoded when it is queued, so a broadcast queues the same
 string for every recipient. The outbox is bounded in frames: a client that
 stops reading while frames pile up is closed (``slow_consumer``) instead of
 buffered without bound, and that holds for acks as much as for events,
-since both go through :meth:`Session.send`.
+since both go through :meth:`Session.send`. A client that only sends faster
+than it reads is held back instead: its reader waits while the outbox is
+backed up (:mod:`wsgate.transports.backpressure`).
 
 The heartbeat is one timer per session (``loop.call_later``): ``ping`` every
 ``ping_interval``, then ``ping_timeout`` for the ``pong``.
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from starlette.types import Message, Send
 
+from wsgate.transports.backpressure import ReadGate
 from wsgate.transports.engineio.packet import CLOSE, NOOP, PING
 
 if TYPE_CHECKING:
@@ -76,6 +79,7 @@ class Session:
         "_on_finished",
         "_outbox",
         "_poll",
+        "_read_gate",
         "_waiting_pong",
         "_ws_idle",
         "_ws_inflight",
@@ -113,6 +117,7 @@ class Session:
         self._on_closing = on_closing
         self._on_finished = on_finished
         self._outbox: collections.deque[str | bytes] = collections.deque()
+        self._read_gate = ReadGate(self.max_queued)
         self._poll: asyncio.Future[None] | None = None
         self._ws_send: Send | None = None
         self._ws_wakeup: asyncio.Event | None = None
@@ -131,6 +136,21 @@ class Session:
         """Whether frames can still be queued (not closing or closed)."""
         state = self.state
         return state is not SessionState.CLOSING and state is not SessionState.CLOSED
+
+    @property
+    def backed_up(self) -> bool:
+        """Whether the reader (websocket or POST) should let the client catch up first."""
+        return self._read_gate.backed_up(len(self._outbox))
+
+    async def caught_up(self) -> None:
+        """Wait until the outbox has drained (writer or GETs), or the session is ending.
+
+        A client that has read nothing for ``MAX_READ_PAUSE`` seconds is
+        closed as a slow consumer, as when its outbox reaches the cap.
+        """
+        if self.accepting and not await self._read_gate.wait():
+            log.warning("closing an Engine.IO session: the client is not reading its replies")
+            self.close("slow_consumer", flush=False)
 
     def send(self, frame: str | bytes) -> None:
         """Queue one encoded frame (``"4..."`` text or a binary message); never waits."""
@@ -249,6 +269,7 @@ class Session:
             outbox.clear()
         else:
             frames = [outbox.popleft() for _ in range(MAX_FRAMES_PER_POLL)]
+        self._read_gate.sent(len(outbox))
         if self.state is SessionState.CLOSING and not outbox:
             self.finish()
         return frames
@@ -293,6 +314,7 @@ class Session:
                         await send({"type": "websocket.send", "text": frame})
                     else:
                         await send({"type": "websocket.send", "bytes": frame})
+                    self._read_gate.sent(len(outbox))
                 if not self.accepting:
                     code = _CLOSE_CODES.get(self.close_reason or "", 1000)
                     await asyncio.wait_for(
@@ -364,6 +386,7 @@ class Session:
     def _mark_closing(self, reason: str) -> None:
         self.state = SessionState.CLOSING
         self.close_reason = reason
+        self._read_gate.release()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             self._heartbeat = None
