@@ -22,6 +22,7 @@ from wsgate import App, Settings
 from wsgate.demo.settings import DemoSettings
 from wsgate.serving import UvicornServer
 from wsgate.transports.deadline import uvicorn_http_protocol
+from wsgate.transports.ws_protocol import websocket_protocol
 
 SECRET = "test-secret-long-enough-for-hs512-0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -84,6 +85,7 @@ async def serve(app: Any, port: int) -> AsyncIterator[str]:
         log_level="warning",
         lifespan="on",
         http=uvicorn_http_protocol(timeout),
+        ws=websocket_protocol(),  # as `wsgate serve`: frames coalesced per loop turn
         proxy_headers=False,
     )
     server = UvicornServer(config)  # as `wsgate serve`: live sockets are closed first

@@ -109,9 +109,8 @@ def run(app: Any, settings: Settings | None = None) -> None:
         ),
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies) or None,
-        # uvicorn's own websocket protocol: wsgate's coalescing one
-        # (transports/ws_protocol.py, 2x NestJS's fan-out in bench/README.md) stalled
-        # replies under a burst of 2,000 frames in 1 of 3 runs; opt-in until fixed.
+        # Frames written once per connection per loop turn (transports/ws_protocol.py).
+        ws=websocket_protocol(),  # "auto" where it needs a newer uvicorn
         ws_max_size=max(4 * settings.max_message_bytes, 1 << 20),
         # No permessage-deflate: each compressing socket holds ~300 KB of zlib state
         # (an idle connection's cost grows tenfold, and churn fragments the heap:
