@@ -14,7 +14,11 @@ Why a prober rather than judging by the failures of ordinary commands:
   :meth:`RedisHealth.on_recover`, so recovery takes one probe interval, not
   the next periodic tick. A restart of Redis between two probes is seen
   too: it closes the prober's connection, and the prober never reconnects
-  silently.
+  silently. A peer that vanished without closing (a partition, a failover
+  to another address, a host gone) leaves the probe's TIME unanswered
+  forever on a connection without a read timeout: after
+  :data:`ABANDON_PROBE_AFTER` probe timeouts it is cancelled, which drops
+  that connection, and the next probe connects anew.
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ SLOW_PROBES_FOR_OUTAGE = 2
 """Probes in a row that time out (with no other command answered) before a hang is an outage."""
 PROBE_EVERY_DOWN = 0.15
 """Seconds between probes during an outage (plus jitter): recovery is seen well within 1 s."""
+ABANDON_PROBE_AFTER = 10
+"""Probe timeouts a TIME may stay unanswered during an outage before its connection is
+dropped: long enough for a slow Redis to answer late, short enough that a vanished peer
+does not hide Redis' return for ever."""
 
 
 class HealthState(enum.Enum):
@@ -71,6 +79,7 @@ class RedisHealth:
         self.timeout = timeout
         self.state = HealthState.UNKNOWN
         self._request: asyncio.Future[float] | None = None
+        self._request_sent = 0.0
         # No read timeout, no silent reconnect: a restart between two probes
         # closes this connection, and the next probe sees it.
         self._client: Redis = dedicated_client(
@@ -147,8 +156,17 @@ class RedisHealth:
         """
         started = time.monotonic()
         task = self._request
+        if (
+            task is not None
+            and not task.done()
+            and self.state is HealthState.DOWN
+            and started - self._request_sent > ABANDON_PROBE_AFTER * self.timeout
+        ):
+            await self._abandon(task)
+            task = None
         if task is None or task.done():
             task = self._request = asyncio.ensure_future(self._time())
+            self._request_sent = started
         await asyncio.wait({task}, timeout=self.timeout)
         if task.done():
             if not isinstance(task.exception(), RedisTimeoutError | TimeoutError):
@@ -161,6 +179,18 @@ class RedisHealth:
             return self.state is not HealthState.DOWN
         self._went_down(TimeoutError())
         return False
+
+    async def _abandon(self, task: asyncio.Future[float]) -> None:
+        """Give up on a TIME that never came back; redis-py drops its connection on cancel."""
+        log.debug(
+            "Redis probe unanswered for %.1f s: reconnecting", time.monotonic() - self._request_sent
+        )
+        self._request = None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        with contextlib.suppress(RedisError, OSError):
+            await self._client.connection_pool.disconnect()
 
     async def _answered(self, task: asyncio.Future[float]) -> bool:
         self._request = None

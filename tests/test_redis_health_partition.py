@@ -1,0 +1,105 @@
+"""A Redis that vanishes without closing the connection is seen coming back.
+
+The health prober's TIME runs on a connection without a read timeout (a
+slow answer is not an outage). When the peer vanishes without a FIN or RST
+(a partition, a failover to another address), that TIME is never answered,
+and before ``ABANDON_PROBE_AFTER`` the prober waited on it for ever: Redis'
+return was never seen and the node refused connections until restarted.
+Here a TCP relay on 127.0.0.1 stands between the prober and a real Redis;
+"vanishing" makes the relay swallow everything on the connections it has,
+"coming back" makes it relay new connections again (old ones stay dead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from wsgate.stores import redis_health
+from wsgate.stores.redis_health import HealthState, RedisHealth
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Relay:
+    """127.0.0.1:<port> -> Redis; ``vanish()`` black-holes every connection, old and new.
+
+    ``come_back()`` relays new connections again; those made before the
+    vanishing stay black-holed, as a connection to a host that went away.
+    """
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.generation = 0
+        self.relaying = True
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def vanish(self) -> None:
+        self.generation += 1
+        self.relaying = False
+
+    def come_back(self) -> None:
+        self.relaying = True
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        born = self.generation if self.relaying else -1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 6379)
+        self.writers += [writer, up_writer]
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            while data := await source.read(65536):
+                if self.generation == born:  # else swallowed: the peer "vanished"
+                    sink.write(data)
+
+        for task in (pump(reader, up_writer), pump(up_reader, writer)):
+            running = asyncio.create_task(task)
+            self.tasks.add(running)
+            running.add_done_callback(self.tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        for writer in self.writers:
+            writer.transport.abort()
+        if self.server is not None:
+            self.server.close()
+
+
+@pytest.fixture
+async def relay(redis_url: str) -> AsyncIterator[Relay]:
+    relay = Relay()
+    yield relay
+    await relay.close()
+
+
+async def _until(health: RedisHealth, state: HealthState, seconds: float) -> bool:
+    for _ in range(int(seconds / 0.05)):
+        if health.state is state:
+            return True
+        await asyncio.sleep(0.05)
+    return health.state is state
+
+
+async def test_prober_sees_redis_again_after_the_peer_vanished(
+    relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_health, "ABANDON_PROBE_AFTER", 5)
+    port = await relay.start()
+    health = RedisHealth(f"redis://127.0.0.1:{port}/15", timeout=0.2)
+    health.start()
+    try:
+        assert await _until(health, HealthState.UP, 10)
+        relay.vanish()  # no FIN, no RST: the prober's TIME is never answered
+        assert await _until(health, HealthState.DOWN, 10)
+        await asyncio.sleep(1.5)  # well past ABANDON_PROBE_AFTER: the prober reconnects (in vain)
+        relay.come_back()
+        assert await _until(health, HealthState.UP, 10), "Redis' return was never seen"
+    finally:
+        await health.aclose()
