@@ -1,4 +1,4 @@
-"""A Redis that vanishes without closing the connection is seen coming back.
+"""A Redis that vanishes without closing the connection is seen coming back, and followed.
 
 The health prober's TIME runs on a connection without a read timeout (a
 slow answer is not an outage). When the peer vanishes without a FIN or RST
@@ -8,16 +8,25 @@ return was never seen and the node refused connections until restarted.
 Here a TCP relay on 127.0.0.1 stands between the prober and a real Redis;
 "vanishing" makes the relay swallow everything on the connections it has,
 "coming back" makes it relay new connections again (old ones stay dead).
+The revocation subscription had the same flaw: a live socket must still be
+cut by a revocation made after such an outage.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
+from clients import connect
+from support import free_port, make_token, serve, settings_for
+from wsgate import App
+from wsgate.demo.gateways import Chat
 from wsgate.stores import redis_health
+from wsgate.stores.redis import RedisRevocationStore
 from wsgate.stores.redis_health import HealthState, RedisHealth
 
 pytestmark = pytest.mark.timeout(60)
@@ -103,3 +112,34 @@ async def test_prober_sees_redis_again_after_the_peer_vanished(
         assert await _until(health, HealthState.UP, 10), "Redis' return was never seen"
     finally:
         await health.aclose()
+
+
+async def test_a_revocation_after_the_peer_vanished_still_cuts_live_sockets(
+    relay: Relay, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_health, "ABANDON_PROBE_AFTER", 5)
+    prefix = f"wsgate-test-{uuid.uuid4().hex}"
+    relayed = f"redis://127.0.0.1:{await relay.start()}/15"
+    port = free_port()
+    settings = settings_for(port, redis_url=relayed, redis_prefix=prefix, redis_timeout=0.2)
+    app = App([Chat()], settings)
+    admin = RedisRevocationStore(redis_url, prefix=prefix)  # straight to Redis
+    try:
+        async with (
+            serve(app, port) as url,
+            connect("websocket", url, token=make_token("eve")) as eve,
+        ):
+            assert app.parts.redis is not None
+            health = app.parts.redis.health
+            assert await _until(health, HealthState.UP, 10)
+            relay.vanish()
+            assert await _until(health, HealthState.DOWN, 10)
+            await asyncio.sleep(1.5)  # past ABANDON_PROBE_AFTER
+            relay.come_back()
+            assert await _until(health, HealthState.UP, 10)
+            await asyncio.sleep(1.5)  # the follower subscribes anew (backoff at most 1 s)
+            assert eve.connected
+            await admin.revoke_sub("eve", expires_at=time.time() + 300)
+            assert await eve.wait_closed(timeout=10) == "4401"  # token_revoked
+    finally:
+        await admin.aclose()

@@ -89,6 +89,23 @@ class RedisRevocationStore:
         self._watches: set[_RedisWatch] = set()
         self._closed = False
         self._closing = asyncio.Event()
+        self.connector.health.on_recover(self._outage_ended)
+
+    async def _outage_ended(self) -> None:
+        """Fail the watches that subscribed before the outage: their connection is suspect.
+
+        A subscription on a connection that Redis closed has failed already;
+        one whose peer vanished without closing (a partition, a failover to
+        another address) would wait for ever on a dead socket, and the
+        revocations published meanwhile were lost either way. Failing it
+        makes the follower subscribe anew and re-check the live connections.
+        Watches that subscribed during or after the outage reached Redis and
+        are kept.
+        """
+        began = self.connector.health.outage_began
+        for watch in list(self._watches):
+            if watch.subscribed_at < began:
+                watch.lose("Redis came back after an outage")
 
     def key(self, kind: RevocationKind, value: str) -> str:
         """The Redis key of an entry."""
@@ -171,6 +188,15 @@ class _RedisWatch(RevocationWatch):
         self._store = store
         self._client: Redis | None = None
         self._pubsub: PubSub | None = None
+        self._lost = asyncio.Event()
+        self._lost_because = ""
+        self.subscribed_at = float("inf")
+        """When Redis confirmed the subscription (``time.monotonic()``)."""
+
+    def lose(self, because: str) -> None:
+        """Make the next read raise :class:`StoreUnavailable` (the subscription is suspect)."""
+        self._lost_because = because
+        self._lost.set()
 
     async def _start(self) -> None:
         store = self._store
@@ -190,6 +216,7 @@ class _RedisWatch(RevocationWatch):
                 remaining = deadline - time.monotonic()
                 message = await self._pubsub.get_message(timeout=max(remaining, 0.0))
                 if message is not None and message["type"] == "subscribe":
+                    self.subscribed_at = time.monotonic()
                     return
                 if remaining <= 0:
                     raise StoreUnavailable("Redis did not confirm the revocation subscription")
@@ -215,13 +242,17 @@ class _RedisWatch(RevocationWatch):
         """The next pub/sub message, or ``None`` once the store closes."""
         reading = asyncio.ensure_future(pubsub.get_message(timeout=None))
         closing = asyncio.ensure_future(self._store._closing.wait())
+        lost = asyncio.ensure_future(self._lost.wait())
+        waits = (reading, closing, lost)
         try:
-            done, _ = await asyncio.wait({reading, closing}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (reading, closing):
+            for task in waits:
                 task.cancel()
-            await asyncio.gather(reading, closing, return_exceptions=True)
+            await asyncio.gather(*waits, return_exceptions=True)
         if reading not in done:
+            if lost in done and closing not in done:
+                raise StoreUnavailable(self._lost_because)
             return None
         try:
             message: dict[str, Any] | None = reading.result()

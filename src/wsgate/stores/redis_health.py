@@ -99,6 +99,11 @@ class RedisHealth:
         """Redis' clock minus this host's, in seconds, as of the last probe."""
 
     @property
+    def outage_began(self) -> float:
+        """When the last outage began (``time.monotonic()``; 0 before any)."""
+        return self._down_since
+
+    @property
     def up(self) -> bool:
         """False only while an outage is known."""
         return self.state is not HealthState.DOWN
