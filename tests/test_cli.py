@@ -76,6 +76,51 @@ async def test_users_add_then_login(demo: tuple[str, Path]) -> None:
     assert resp.status_code == 200 and resp.json()["roles"] == ["admin"]
 
 
+async def test_replacing_a_user_ends_the_sessions_of_the_old_password(
+    demo: tuple[str, Path],
+) -> None:
+    """A password reset or a lost role must not leave old tokens working (socket, refresh)."""
+    url, database = demo
+    where = ("--database", str(database))
+    created = wsgate(
+        "users", "add", "frank", "--password", "pw-old-1234", "--role", "admin", *where
+    )
+    assert created.returncode == 0, created.stderr
+    assert "revoked" not in created.stdout  # a new user has no earlier tokens
+    async with httpx.AsyncClient(base_url=url, headers={"Origin": url}) as http:
+        old = await http.post("/auth/login", json={"username": "frank", "password": "pw-old-1234"})
+        assert old.status_code == 200
+        access, refresh = old.cookies["access_token"], old.cookies["refresh_token"]
+        async with connect("websocket", url, token=access, namespace="/admin") as live:
+            assert (await live.call("whoami"))["roles"] == ["admin"]
+            reset = wsgate("users", "add", "frank", "--password", "pw-new-1234", *where)
+            assert reset.returncode == 0, reset.stderr
+            assert "revoked every token of frank" in reset.stdout
+            assert await live.wait_closed(timeout=10) == "4401"
+        http.cookies.clear()
+        refreshed = await http.post("/auth/refresh", headers={"Cookie": f"refresh_token={refresh}"})
+        assert refreshed.status_code == 401
+        login = {"username": "frank", "password": "pw-old-1234"}
+        assert (await http.post("/auth/login", json=login)).status_code == 401
+        new = await http.post("/auth/login", json={**login, "password": "pw-new-1234"})
+        assert new.status_code == 200 and new.json()["roles"] == []
+    async with connect("websocket", url, token=new.cookies["access_token"]) as fresh:
+        assert await fresh.call("whoami") == {"sub": "frank", "roles": []}
+
+
+def test_replacing_a_user_while_revocations_are_unreachable_says_what_to_do(
+    tmp_path: Path,
+) -> None:
+    where = ("--database", str(tmp_path / "u.db"))
+    assert wsgate("users", "add", "gail", "--password", "pw-gail-1234", *where).returncode == 0
+    unreachable = ("--redis-url", f"redis://127.0.0.1:{free_port()}/0", "--redis-timeout", "1")
+    reset = wsgate("users", "add", "gail", "--password", "pw-gail-5678", *where, *unreachable)
+    assert reset.returncode == 1
+    assert "user gail saved" in reset.stdout
+    lines = reset.stderr.strip().splitlines()
+    assert len(lines) == 1 and "wsgate revoke --sub gail" in lines[0], reset.stderr
+
+
 async def test_demo_without_a_key_generates_one_and_seeds_users(tmp_path: Path) -> None:
     async with wsgate_process("demo", "--database", str(tmp_path / "fresh.db")) as (url, lines):
         async with httpx.AsyncClient() as http:

@@ -195,20 +195,56 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def revocation_expiry(settings: DemoSettings) -> float:
+    """When a revocation entry made now may go: after every token it may concern has expired."""
+    return time.time() + max(settings.access_token_ttl, settings.refresh_token_ttl) + 60
+
+
 def cmd_users_add(args: argparse.Namespace) -> int:
+    """Save a user; replacing one also revokes every token it was issued before.
+
+    A new password or fewer roles must end the sessions made with the old
+    ones: an access token carries its roles, and a refresh token would
+    otherwise mint new ones for as long as it lives.
+    """
+    from wsgate.demo.app import revocation_store
     from wsgate.stores import UserStore
 
     settings = settings_from(args, DemoSettings)
 
-    async def add() -> str:
+    async def add() -> tuple[str, bool]:
         store = UserStore(settings.database)
         try:
+            replaced = await store.get(args.name) is not None
             user = await store.add(args.name, args.password, args.role)
         finally:
             await store.aclose()
-        return f"user {user.name} saved with roles [{', '.join(user.roles)}] in {settings.database}"
+        saved = (
+            f"user {user.name} saved with roles [{', '.join(user.roles)}] in {settings.database}"
+        )
+        return saved, replaced
 
-    print(asyncio.run(add()))
+    async def revoke_earlier_tokens() -> None:
+        revocations = revocation_store(settings)
+        try:
+            await revocations.revoke_sub(args.name, expires_at=revocation_expiry(settings))
+        finally:
+            await revocations.aclose()
+
+    saved, replaced = asyncio.run(add())
+    print(saved)
+    if not replaced:
+        return 0
+    try:
+        asyncio.run(revoke_earlier_tokens())
+    except StoreUnavailable:
+        print(
+            f"wsgate: the tokens {args.name} was issued before cannot be revoked now (the "
+            f"revocation store is unreachable); run: wsgate revoke --sub {args.name}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"revoked every token of {args.name} issued before now; live sockets are cut")
     return 0
 
 
@@ -219,7 +255,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     if bool(args.sub) == bool(args.jti):
         raise ConfigurationError("revoke takes exactly one of --sub NAME or --jti ID")
     # The entry must outlive every token it may concern: the longest token life.
-    expires_at = time.time() + max(settings.access_token_ttl, settings.refresh_token_ttl) + 60
+    expires_at = revocation_expiry(settings)
 
     async def revoke() -> str:
         store = revocation_store(settings)
@@ -324,28 +360,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     users = commands.add_parser("users", help="manage demo users")
     users_commands = users.add_subparsers(dest="users_command", required=True)
-    add = users_commands.add_parser("add", help="add (or replace) a demo user")
+    revocation_flags = (
+        "database",
+        "redis_url",
+        "redis_prefix",
+        "redis_timeout",
+        "access_token_ttl",
+        "refresh_token_ttl",
+    )
+    add = users_commands.add_parser(
+        "add",
+        help="add a demo user, or replace one (its earlier tokens are then revoked)",
+    )
     add.add_argument("name")
     add.add_argument("--password", required=True)
     add.add_argument("--role", action="append", default=[], help="repeat for several roles")
-    add_settings_flags(add, only=("database",), model=DemoSettings)
+    add_settings_flags(add, only=revocation_flags, model=DemoSettings)
     add.set_defaults(func=cmd_users_add)
 
     revoke = commands.add_parser("revoke", help="revoke tokens; live sockets are cut")
     revoke.add_argument("--sub", help="every token of this user issued before now")
     revoke.add_argument("--jti", help="one token by its jti")
-    add_settings_flags(
-        revoke,
-        only=(
-            "database",
-            "redis_url",
-            "redis_prefix",
-            "redis_timeout",
-            "access_token_ttl",
-            "refresh_token_ttl",
-        ),
-        model=DemoSettings,
-    )
+    add_settings_flags(revoke, only=revocation_flags, model=DemoSettings)
     revoke.set_defaults(func=cmd_revoke)
 
     asyncapi = commands.add_parser(
