@@ -17,7 +17,7 @@ from typing import ParamSpec, TypeVar
 
 from wsgate.stores.refresh_families import FamilyState, Rotation, check_family_args
 from wsgate.stores.revocation import StoreUnavailable, check_value
-from wsgate.stores.sqlite import DEFAULT_BUSY_TIMEOUT, SqliteThread, connect
+from wsgate.stores.sqlite_thread import DEFAULT_BUSY_TIMEOUT, SqliteThread, connect
 
 log = logging.getLogger("wsgate.stores")
 

@@ -22,7 +22,7 @@ from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from wsgate.stores.revocation import StoreUnavailable
-from wsgate.stores.sqlite import DEFAULT_BUSY_TIMEOUT, SqliteThread, connect
+from wsgate.stores.sqlite_thread import DEFAULT_BUSY_TIMEOUT, SqliteThread, connect
 
 log = logging.getLogger("wsgate.stores")
 
@@ -81,7 +81,7 @@ class UserStore:
     Hashing runs in worker threads, at most ``max_concurrent_hashes`` at once:
     argon2id is memory-hard on purpose (64 MiB each by default), so a flood
     of logins must queue rather than exhaust memory. Database work runs on one
-    dedicated thread (see :class:`wsgate.stores.sqlite.SqliteThread`).
+    dedicated thread (see :class:`wsgate.stores.sqlite_thread.SqliteThread`).
     """
 
     def __init__(
