@@ -8,21 +8,13 @@ same token as current.
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
 
 from wsgate.stores.refresh_families import FamilyState, Rotation, check_family_args
-from wsgate.stores.revocation import StoreUnavailable, check_value
-from wsgate.stores.sqlite import DEFAULT_BUSY_TIMEOUT, SqliteThread, connect
-
-log = logging.getLogger("wsgate.stores")
-
-P = ParamSpec("P")
-T = TypeVar("T")
+from wsgate.stores.revocation import check_value
+from wsgate.stores.sqlite_thread import DEFAULT_BUSY_TIMEOUT, SqliteThreadStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS wsgate_refresh_families (
@@ -37,17 +29,17 @@ CREATE INDEX IF NOT EXISTS wsgate_refresh_families_expiry
 """
 
 
-class SqliteRefreshFamilies:
+class SqliteRefreshFamilies(SqliteThreadStore):
     """Families as rows of ``wsgate_refresh_families``; expired rows are purged at each login."""
+
+    _thread_name = "wsgate-refresh"
+    _what = "refresh family store"
+    _schema = _SCHEMA
 
     def __init__(
         self, path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT
     ) -> None:
-        self._path = os.fspath(path)
-        self._busy_timeout = busy_timeout
-        self._thread = SqliteThread("wsgate-refresh")
-        self._conn: sqlite3.Connection | None = None  # used on self._thread only
-        self._closed = False
+        super().__init__(os.fspath(path), busy_timeout)
 
     async def start(self, family: str, *, sub: str, jti: str, expires_at: float) -> None:
         check_family_args(family, jti, expires_at)
@@ -63,36 +55,7 @@ class SqliteRefreshFamilies:
     async def revoke(self, family: str) -> None:
         await self._call(self._revoke, family)
 
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await self._thread.run(self._close)
-        finally:
-            self._thread.shutdown()
-
-    async def _call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        if self._closed:
-            raise StoreUnavailable("the refresh family store is closed")
-        try:
-            return await self._thread.run(fn, *args, **kwargs)
-        except sqlite3.Error as exc:
-            log.error("SQLite refresh family store %s failed: %s", self._path, exc)
-            raise StoreUnavailable("the SQLite refresh family store cannot answer") from exc
-
     # Everything below runs on the store thread.
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            conn = connect(self._path, self._busy_timeout)
-            try:
-                conn.executescript(_SCHEMA)
-            except sqlite3.Error:
-                conn.close()
-                raise
-            self._conn = conn
-        return self._conn
 
     def _start(self, family: str, sub: str, jti: str, expires_at: float) -> None:
         db = self._db()
@@ -136,11 +99,6 @@ class SqliteRefreshFamilies:
             "UPDATE wsgate_refresh_families SET state = ? WHERE family = ?",
             (FamilyState.REVOKED.value, family),
         )
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
 
 class _immediate:

@@ -26,15 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import logging
 import os
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
 
 from wsgate.stores.revocation import (
     Revocation,
@@ -43,14 +38,9 @@ from wsgate.stores.revocation import (
     StoreUnavailable,
     check_time,
 )
-
-log = logging.getLogger("wsgate.stores")
-
-P = ParamSpec("P")
-T = TypeVar("T")
+from wsgate.stores.sqlite_thread import DEFAULT_BUSY_TIMEOUT, SqliteThreadStore, connect
 
 DEFAULT_POLL_INTERVAL = 0.25
-DEFAULT_BUSY_TIMEOUT = 5.0
 DEFAULT_MIRROR_STALE_AFTER = 1.0
 """Seconds after a watch's last successful poll that the in-memory mirror is still trusted."""
 
@@ -133,54 +123,16 @@ class RevocationMirror:
         self._sub = subs
 
 
-class SqliteThread:
-    """One worker thread that owns every sqlite3 connection of a store.
-
-    Why not aiosqlite: it does the same thing (a thread per connection) as an
-    extra dependency. Owning the thread lets a store's connections (its writer
-    and its watches) share one thread, keeps sqlite3's ``check_same_thread``
-    guard on, and serializes use of each connection without locks.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-
-    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn`` on the thread and wait for its result without blocking the loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
-
-    def shutdown(self) -> None:
-        """Let the thread exit once queued work is done."""
-        self._executor.shutdown(wait=False)
-
-
-def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
-    """Open ``path`` in autocommit mode with WAL and a busy timeout.
-
-    WAL lets the server read while the CLI writes; the busy timeout
-    (``timeout=`` sets SQLite's ``busy_timeout``) makes concurrent writers
-    wait for each other instead of failing at once with "database is locked".
-    """
-    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
-    try:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    except sqlite3.Error:
-        conn.close()
-        raise
-    if mode != "wal" and path != ":memory:":
-        log.warning(
-            "SQLite file %s is not in WAL mode (%s): readers may wait on writers", path, mode
-        )
-    return conn
-
-
-class SqliteRevocationStore:
+class SqliteRevocationStore(SqliteThreadStore):
     """Revocations as rows of ``wsgate_revocations``, one row per revocation.
 
     Rows are only ever inserted (and purged once expired), which makes the
     table a log that watches read by increasing id.
     """
+
+    _thread_name = "wsgate-revocations"
+    _what = "revocation store"
+    _schema = _SCHEMA
 
     def __init__(
         self,
@@ -190,22 +142,19 @@ class SqliteRevocationStore:
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         mirror_stale_after: float = DEFAULT_MIRROR_STALE_AFTER,
     ) -> None:
-        self._path = os.fspath(path)
-        if self._path in ("", ":memory:") or self._path.startswith("file:"):
+        file = os.fspath(path)
+        if file in ("", ":memory:") or file.startswith("file:"):
             # Watches use their own connection, which would see another database.
             raise ValueError("SqliteRevocationStore needs a file path")
         if not poll_interval > 0:
             raise ValueError("poll_interval must be positive")
         if not mirror_stale_after >= 0:
             raise ValueError("mirror_stale_after must be zero (no mirror) or positive")
+        super().__init__(file, busy_timeout)
         self.poll_interval = poll_interval
         self.mirror_stale_after = mirror_stale_after
         self._mirror = RevocationMirror()  # read and written on the event loop only
-        self._busy_timeout = busy_timeout
-        self._thread = SqliteThread("wsgate-revocations")
-        self._conn: sqlite3.Connection | None = None  # used on self._thread only
         self._watches: set[_SqliteWatch] = set()
-        self._closed = False
         self._closing = asyncio.Event()
 
     async def revoke_jti(self, jti: str, *, expires_at: float) -> Revocation:
@@ -246,42 +195,18 @@ class SqliteRevocationStore:
         return _SqliteWatch(self)
 
     async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._mirror.fresh_until = 0.0
-        self._closing.set()
-        try:
-            await self._thread.run(self._close_all)
-        finally:
-            self._thread.shutdown()
-
-    async def _call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn`` on the store thread; any SQLite failure becomes :class:`StoreUnavailable`."""
-        if self._closed:
-            raise StoreUnavailable("the revocation store is closed")
-        try:
-            return await self._thread.run(fn, *args, **kwargs)
-        except sqlite3.Error as exc:
-            log.error("SQLite revocation store %s failed: %s", self._path, exc)
-            raise StoreUnavailable("the SQLite revocation store cannot answer") from exc
+        if not self._closed:
+            # Set with the flag (the base sets it before its first await):
+            # from now on lookups skip the mirror and watches stop waiting.
+            self._mirror.fresh_until = 0.0
+            self._closing.set()
+        await super().aclose()
 
     async def _sleep_unless_closing(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closing.wait(), seconds)
 
     # Everything below runs on the store thread.
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            conn = connect(self._path, self._busy_timeout)
-            try:
-                conn.executescript(_SCHEMA)
-            except sqlite3.Error:
-                conn.close()
-                raise
-            self._conn = conn
-        return self._conn
 
     def _insert(self, revocation: Revocation) -> None:
         self._db().execute(
@@ -300,13 +225,11 @@ class SqliteRevocationStore:
         )
         return cursor.rowcount
 
-    def _close_all(self) -> None:
+    def _close(self) -> None:
         for watch in list(self._watches):
             watch.close_connection()
         self._watches.clear()
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        super()._close()
 
 
 def _row_to_revocation(row: tuple[int, str, str, float, float]) -> Revocation:

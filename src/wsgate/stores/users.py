@@ -14,20 +14,16 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from wsgate.stores.revocation import StoreUnavailable
-from wsgate.stores.sqlite import DEFAULT_BUSY_TIMEOUT, SqliteThread, connect
+from wsgate.stores.sqlite_thread import DEFAULT_BUSY_TIMEOUT, SqliteThreadStore
 
 log = logging.getLogger("wsgate.stores")
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _ROLE = re.compile(r"[A-Za-z0-9_:-]{1,64}")
@@ -75,14 +71,18 @@ def check_roles(roles: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(roles))
 
 
-class UserStore:
+class UserStore(SqliteThreadStore):
     """Users in ``wsgate_users``; names are case-sensitive.
 
     Hashing runs in worker threads, at most ``max_concurrent_hashes`` at once:
     argon2id is memory-hard on purpose (64 MiB each by default), so a flood
     of logins must queue rather than exhaust memory. Database work runs on one
-    dedicated thread (see :class:`wsgate.stores.sqlite.SqliteThread`).
+    dedicated thread (see :class:`wsgate.stores.sqlite_thread.SqliteThread`).
     """
+
+    _thread_name = "wsgate-users"
+    _what = "user store"
+    _schema = _SCHEMA
 
     def __init__(
         self,
@@ -92,16 +92,12 @@ class UserStore:
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         max_concurrent_hashes: int = 2,
     ) -> None:
-        self._path = os.fspath(path)
         self._hasher = hasher or PasswordHasher()
         if self._hasher.type is not Type.ID:
             raise ValueError("UserStore hashes with argon2id only")
-        self._busy_timeout = busy_timeout
-        self._thread = SqliteThread("wsgate-users")
-        self._conn: sqlite3.Connection | None = None  # used on self._thread only
+        super().__init__(os.fspath(path), busy_timeout)
         self._hashing = asyncio.Semaphore(max_concurrent_hashes)
         self._dummy_hash: str | None = None
-        self._closed = False
 
     async def add(self, name: str, password: str, roles: Sequence[str] = ()) -> User:
         """Create the user, or replace the password and roles of an existing one.
@@ -147,16 +143,6 @@ class UserStore:
         row = await self._call(self._load, name)
         return None if row is None else row[0]
 
-    async def aclose(self) -> None:
-        """Close the database; the store is unusable afterwards."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await self._thread.run(self._close)
-        finally:
-            self._thread.shutdown()
-
     async def _hash(self, password: str) -> str:
         async with self._hashing:
             return await asyncio.to_thread(self._hasher.hash, password)
@@ -183,27 +169,7 @@ class UserStore:
         except StoreUnavailable:
             log.warning("could not upgrade the password hash of %s", user.name)
 
-    async def _call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        if self._closed:
-            raise StoreUnavailable("the user store is closed")
-        try:
-            return await self._thread.run(fn, *args, **kwargs)
-        except sqlite3.Error as exc:
-            log.error("SQLite user store %s failed: %s", self._path, exc)
-            raise StoreUnavailable("the SQLite user store cannot answer") from exc
-
     # Everything below runs on the store thread.
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            conn = connect(self._path, self._busy_timeout)
-            try:
-                conn.execute(_SCHEMA)
-            except sqlite3.Error:
-                conn.close()
-                raise
-            self._conn = conn
-        return self._conn
 
     def _upsert(self, user: User, password_hash: str) -> None:
         self._db().execute(
@@ -236,8 +202,3 @@ class UserStore:
             "UPDATE wsgate_users SET password_hash = ? WHERE name = ? AND password_hash = ?",
             (new_hash, name, old_hash),
         )
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
