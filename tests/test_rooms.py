@@ -9,15 +9,20 @@ from wsgate.transports.rooms import Rooms
 
 @dataclass(eq=False)
 class Peer:
-    namespace: str
+    namespace: str = "/"
+
+
+def registry(*peers: tuple[str, Peer]) -> Rooms[Peer]:
+    """A registry holding ``peers``, added in order as ``(conn_id, peer)``."""
+    rooms: Rooms[Peer] = Rooms()
+    for conn_id, peer in peers:
+        rooms.add(conn_id, peer)
+    return rooms
 
 
 def test_members_of_a_namespace_and_of_a_room() -> None:
-    rooms: Rooms[Peer] = Rooms()
-    a, b, other = Peer("/"), Peer("/"), Peer("/admin")
-    rooms.add("a", a)
-    rooms.add("b", b)
-    rooms.add("o", other)
+    a, b, other = Peer(), Peer(), Peer("/admin")
+    rooms = registry(("a", a), ("b", b), ("o", other))
     rooms.enter("a", "/", "room:r")
     assert rooms.members("/", None) == {a, b}
     assert rooms.members("/admin", None) == {other}
@@ -27,8 +32,7 @@ def test_members_of_a_namespace_and_of_a_room() -> None:
 
 
 def test_a_peer_enters_rooms_of_its_own_namespace_only() -> None:
-    rooms: Rooms[Peer] = Rooms()
-    rooms.add("a", Peer("/"))
+    rooms = registry(("a", Peer()))
     rooms.enter("a", "/admin", "room:r")
     rooms.enter("nobody", "/", "room:r")
     assert rooms.members("/admin", "room:r") is None
@@ -36,9 +40,8 @@ def test_a_peer_enters_rooms_of_its_own_namespace_only() -> None:
 
 
 def test_leaving_the_last_member_drops_the_room() -> None:
-    rooms: Rooms[Peer] = Rooms()
-    a = Peer("/")
-    rooms.add("a", a)
+    a = Peer()
+    rooms = registry(("a", a))
     rooms.enter("a", "/", "room:r")
     rooms.leave("a", "/", "room:other")  # not in it: nothing happens
     rooms.leave("a", "/", "room:r")
@@ -49,13 +52,11 @@ def test_leaving_the_last_member_drops_the_room() -> None:
 
 
 def test_discard_forgets_everywhere_and_twice_is_harmless() -> None:
-    rooms: Rooms[Peer] = Rooms()
-    a, b = Peer("/"), Peer("/")
-    rooms.add("a", a)
-    rooms.add("b", b)
-    for room in ("room:r", "room:s"):
-        rooms.enter("a", "/", room)
-        rooms.enter("b", "/", room)
+    a, b = Peer(), Peer()
+    rooms = registry(("a", a), ("b", b))
+    for conn_id in ("a", "b"):
+        rooms.enter(conn_id, "/", "room:r")
+        rooms.enter(conn_id, "/", "room:s")
     rooms.discard("a", a)
     rooms.discard("a", a)
     assert rooms.get("a") is None
@@ -66,10 +67,8 @@ def test_discard_forgets_everywhere_and_twice_is_harmless() -> None:
 
 
 def test_discard_keeps_an_id_that_names_another_peer() -> None:
-    rooms: Rooms[Peer] = Rooms()
-    old, new = Peer("/"), Peer("/")
-    rooms.add("x", old)
-    rooms.add("x", new)
+    old, new = Peer(), Peer()
+    rooms = registry(("x", old), ("x", new))
     rooms.discard("x", old)
     assert rooms.get("x") is new
     assert rooms.members("/", None) == {new}

@@ -26,6 +26,8 @@ class Member(Protocol):
 
 
 P = TypeVar("P", bound=Member)
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class Rooms(Generic[P]):
@@ -65,17 +67,9 @@ class Rooms(Generic[P]):
         """
         if self._peers.get(conn_id) is peer:
             del self._peers[conn_id]
-        members = self._members.get(peer.namespace)
-        if members is not None:
-            members.discard(peer)
-            if not members:
-                del self._members[peer.namespace]
+        _remove(self._members, peer.namespace, peer)
         for key in self._joined.pop(peer, ()):
-            room = self._rooms.get(key)
-            if room is not None:
-                room.discard(peer)
-                if not room:
-                    del self._rooms[key]
+            _remove(self._rooms, key, peer)
 
     def enter(self, conn_id: str, namespace: str, room: str) -> None:
         """Put the peer of ``conn_id`` in ``room``; a no-op unless it is in ``namespace``."""
@@ -89,19 +83,11 @@ class Rooms(Generic[P]):
     def leave(self, conn_id: str, namespace: str, room: str) -> None:
         """Take the peer of ``conn_id`` out of ``room``; a no-op when it is not in it."""
         peer = self._peers.get(conn_id)
-        if peer is None:
-            return
         key = (namespace, room)
-        joined = self._joined.get(peer)
-        if joined is None or key not in joined:
+        if peer is None or key not in self._joined.get(peer, ()):
             return
-        joined.discard(key)
-        if not joined:
-            del self._joined[peer]
-        members = self._rooms[key]
-        members.discard(peer)
-        if not members:
-            del self._rooms[key]
+        _remove(self._joined, peer, key)
+        _remove(self._rooms, key, peer)
 
     def members(self, namespace: str, room: str | None) -> set[P] | None:
         """The peers of ``room`` in ``namespace`` (of the whole namespace when None).
@@ -112,3 +98,12 @@ class Rooms(Generic[P]):
         if room is None:
             return self._members.get(namespace)
         return self._rooms.get((namespace, room))
+
+
+def _remove(table: dict[K, set[V]], key: K, value: V) -> None:
+    """Take ``value`` out of ``table[key]``; an emptied set goes, so no table keeps the gone."""
+    values = table.get(key)
+    if values is not None:
+        values.discard(value)
+        if not values:
+            del table[key]
