@@ -47,6 +47,7 @@ from wsgate.core.port import (
 )
 from wsgate.transports.engineio import EngineConfig, EngineServer, OpenRefused, Transport
 from wsgate.transports.engineio.packet import CLOSE
+from wsgate.transports.rooms import Rooms
 from wsgate.transports.sio import Client, Socket, SocketConfig, SocketServer
 from wsgate.transports.sio.packet import PacketType, encode
 from wsgate.transports.sio.server import MAX_HELD_FRAMES
@@ -101,7 +102,6 @@ class _Peer:
     """A connected socket as the core knows it."""
 
     connection: Connection | None = None
-    rooms: set[tuple[str, str]] = dataclasses.field(default_factory=set)
     replayed: frozenset[str] = frozenset()
     """Offsets replayed to this socket on recovery: the same broadcast is not sent twice."""
     live: list[tuple[str, list[Any]]] | None = dataclasses.field(default_factory=list)
@@ -141,9 +141,7 @@ class SocketIOTransport:
             ),
         )
         self.sockets.on_malformed = self.engine.on_malformed = self._malformed
-        self._peers: dict[str, Socket] = {}
-        self._members: dict[str, set[Socket]] = {}
-        self._rooms: dict[tuple[str, str], set[Socket]] = {}
+        self._peers: Rooms[Socket] = Rooms()
         self._refused_waiting = 0
         self._refused_by_address: dict[str, int] = {}
         self._releasing: set[asyncio.Task[None]] = set()
@@ -217,13 +215,13 @@ class SocketIOTransport:
         socket.context = peer
         # Registered before admit, so that on_connect can join rooms and emit; what
         # it sends waits behind the CONNECT answer (Socket.send_frames).
-        self._register(socket)
+        self._peers.add(socket.sid, socket)
         try:
             peer.connection = await self.port.admit(
                 socket.namespace, handshake, socket.sid, self, slot=slot
             )
         except ConnectionRefused as refusal:
-            self._forget(socket)
+            self._peers.discard(socket.sid, socket)
             return self._refused(client, socket, refusal)
         # Only now, with the token and everything else checked as for any
         # connection, may an earlier session be taken back and replayed.
@@ -274,7 +272,7 @@ class SocketIOTransport:
         await _responder(socket, ack_id)(Reply(reply, failed=True))
 
     def disconnected(self, socket: Socket, reason: str) -> None:
-        self._forget(socket)
+        self._peers.discard(socket.sid, socket)
         peer: _Peer | None = socket.context
         connection = peer.connection if peer is not None else None
         if connection is None:
@@ -289,31 +287,6 @@ class SocketIOTransport:
         self._releasing.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("releasing a Socket.IO connection failed", exc_info=task.exception())
-
-    # -- registry ------------------------------------------------------------------------
-
-    def _register(self, socket: Socket) -> None:
-        self._peers[socket.sid] = socket
-        self._members.setdefault(socket.namespace, set()).add(socket)
-
-    def _forget(self, socket: Socket) -> None:
-        if self._peers.get(socket.sid) is socket:
-            del self._peers[socket.sid]
-        members = self._members.get(socket.namespace)
-        if members is not None:
-            members.discard(socket)
-            if not members:
-                del self._members[socket.namespace]
-        peer: _Peer | None = socket.context
-        if peer is None:
-            return
-        for key in peer.rooms:
-            room = self._rooms.get(key)
-            if room is not None:
-                room.discard(socket)
-                if not room:
-                    del self._rooms[key]
-        peer.rooms.clear()
 
     # -- TransportLink: calls from the core -------------------------------------------
 
@@ -332,9 +305,7 @@ class SocketIOTransport:
         skip: str | None,
         offset: str | None = None,
     ) -> None:
-        members = (
-            self._members.get(namespace) if room is None else self._rooms.get((namespace, room))
-        )
+        members = self._peers.members(namespace, room)
         if not members:
             return
         args = _args(event, data)
@@ -356,23 +327,10 @@ class SocketIOTransport:
                 socket.send_frames(frames)
 
     async def enter_room(self, conn_id: str, namespace: str, room: str) -> None:
-        socket = self._peers.get(conn_id)
-        if socket is None or socket.namespace != namespace:
-            return
-        key = (namespace, room)
-        self._rooms.setdefault(key, set()).add(socket)
-        socket.context.rooms.add(key)
+        self._peers.enter(conn_id, namespace, room)
 
     async def leave_room(self, conn_id: str, namespace: str, room: str) -> None:
-        socket = self._peers.get(conn_id)
-        key = (namespace, room)
-        if socket is None or key not in socket.context.rooms:
-            return
-        socket.context.rooms.discard(key)
-        members = self._rooms[key]
-        members.discard(socket)
-        if not members:
-            del self._rooms[key]
+        self._peers.leave(conn_id, namespace, room)
 
     async def close(self, conn_id: str, namespace: str, reason: str) -> None:
         """Disconnect the namespace; the Engine.IO session goes too once no namespace is left.

@@ -76,6 +76,7 @@ from wsgate.transports.frames import (
     encode,
     recover_id,
 )
+from wsgate.transports.rooms import Rooms
 
 __all__ = ["CLOSE_CODES", "WebSocketTransport", "close_code"]
 
@@ -131,7 +132,7 @@ _ACCEPT: Final[Message] = {"type": "websocket.accept"}
 
 
 class _Peer:
-    """One socket's outgoing side, its rooms and its in-flight event budget."""
+    """One socket's outgoing side and its in-flight event budget."""
 
     __slots__ = (
         "_outbox",
@@ -143,13 +144,11 @@ class _Peer:
         "closing",
         "id",
         "namespace",
-        "rooms",
     )
 
     def __init__(self, conn_id: str, namespace: str, send: Send) -> None:
         self.id = conn_id
         self.namespace = namespace
-        self.rooms: set[tuple[str, str]] = set()
         self.closing = False
         self.close_reason: str | None = None
         self._send = send
@@ -251,9 +250,10 @@ class _Peer:
 class WebSocketTransport:
     """An ASGI app serving gateways over plain WebSocket; the core's :class:`TransportLink`.
 
-    Keeps its own registry of connections per namespace and per room, so
-    ``ctx.server.emit`` reaches /ws clients and Socket.IO clients alike (the
-    core calls every transport's ``broadcast``).
+    Keeps its own registry of connections per namespace and per room
+    (:class:`~wsgate.transports.rooms.Rooms`), so ``ctx.server.emit`` reaches
+    /ws clients and Socket.IO clients alike (the core calls every transport's
+    ``broadcast``).
     """
 
     name = "websocket"
@@ -262,9 +262,7 @@ class WebSocketTransport:
         self.port = port
         self.connect_timeout = port.connect_timeout
         self.max_message_bytes = port.max_message_bytes
-        self._peers: dict[str, _Peer] = {}
-        self._members: dict[str, set[_Peer]] = {}
-        self._rooms: dict[tuple[str, str], set[_Peer]] = {}
+        self._peers: Rooms[_Peer] = Rooms()
         port.attach(self)
 
     # -- ASGI ------------------------------------------------------------------------
@@ -318,7 +316,7 @@ class WebSocketTransport:
         except OSError:
             pass  # the client went away mid-handshake; uvicorn's ClientDisconnected
         finally:
-            self._forget(peer)
+            self._peers.discard(peer.id, peer)
             peer.stop()
             if connection is not None:
                 await self.port.release(connection, peer.close_reason or reason)
@@ -368,12 +366,11 @@ class WebSocketTransport:
     ) -> Connection | _Close:
         # Registered before admit so that on_connect can join rooms and emit;
         # what it sends waits in the outbox until the ready frame is out.
-        self._peers[peer.id] = peer
-        self._members.setdefault(peer.namespace, set()).add(peer)
+        self._peers.add(peer.id, peer)
         try:
             return await self.port.admit(peer.namespace, handshake, peer.id, self, slot=slot)
         except ConnectionRefused as refusal:
-            self._forget(peer)
+            self._peers.discard(peer.id, peer)
             return _refusal_close(refusal)
 
     async def _read(self, peer: _Peer, connection: Connection, receive: Receive) -> str:
@@ -416,22 +413,6 @@ class WebSocketTransport:
         self.port.oversize(connection, size)
         peer.close(close_code(Code.PAYLOAD_TOO_LARGE), CloseReason.PAYLOAD_TOO_LARGE)
 
-    def _forget(self, peer: _Peer) -> None:
-        if self._peers.get(peer.id) is peer:
-            del self._peers[peer.id]
-        members = self._members.get(peer.namespace)
-        if members is not None:
-            members.discard(peer)
-            if not members:
-                del self._members[peer.namespace]
-        for key in peer.rooms:
-            room = self._rooms.get(key)
-            if room is not None:
-                room.discard(peer)
-                if not room:
-                    del self._rooms[key]
-        peer.rooms.clear()
-
     # -- TransportLink: calls from the core -------------------------------------------
 
     async def send(self, conn_id: str, namespace: str, event: str, data: Any) -> None:
@@ -449,10 +430,7 @@ class WebSocketTransport:
         skip: str | None,
         offset: str | None = None,  # recovery is Socket.IO's; /ws frames carry no offset
     ) -> None:
-        if room is None:
-            members = self._members.get(namespace)
-        else:
-            members = self._rooms.get((namespace, room))
+        members = self._peers.members(namespace, room)
         if not members:
             return
         text = encode({"event": event, "data": data})  # once, whatever the audience
@@ -461,23 +439,10 @@ class WebSocketTransport:
                 peer.push(text)
 
     async def enter_room(self, conn_id: str, namespace: str, room: str) -> None:
-        peer = self._peers.get(conn_id)
-        if peer is None or peer.namespace != namespace:
-            return
-        key = (namespace, room)
-        self._rooms.setdefault(key, set()).add(peer)
-        peer.rooms.add(key)
+        self._peers.enter(conn_id, namespace, room)
 
     async def leave_room(self, conn_id: str, namespace: str, room: str) -> None:
-        peer = self._peers.get(conn_id)
-        key = (namespace, room)
-        if peer is None or key not in peer.rooms:
-            return
-        peer.rooms.discard(key)
-        members = self._rooms[key]
-        members.discard(peer)
-        if not members:
-            del self._rooms[key]
+        self._peers.leave(conn_id, namespace, room)
 
     async def close(self, conn_id: str, namespace: str, reason: str) -> None:
         peer = self._peers.get(conn_id)
