@@ -8,16 +8,19 @@ return was never seen and the node refused connections until restarted.
 Here a TCP relay on 127.0.0.1 stands between the prober and a real Redis;
 "vanishing" makes the relay swallow everything on the connections it has,
 "coming back" makes it relay new connections again (old ones stay dead).
-The revocation subscription had the same flaw: a live socket must still be
-cut by a revocation made after such an outage.
+The revocation and control subscriptions had the same flaw: a live socket
+must still be cut by a revocation made after such an outage, and the node
+must still answer other nodes' remote operations.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import pytest
 
@@ -27,6 +30,7 @@ from wsgate import App
 from wsgate.demo.gateways import Chat
 from wsgate.stores import redis_health
 from wsgate.stores.redis import RedisRevocationStore
+from wsgate.stores.redis_control import RedisControl
 from wsgate.stores.redis_health import HealthState, RedisHealth
 
 pytestmark = pytest.mark.timeout(60)
@@ -143,3 +147,43 @@ async def test_a_revocation_after_the_peer_vanished_still_cuts_live_sockets(
             assert await eve.wait_closed(timeout=10) == "4401"  # token_revoked
     finally:
         await admin.aclose()
+
+
+async def test_remote_operations_reach_a_node_whose_peer_vanished(
+    relay: Relay, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_health, "ABANDON_PROBE_AFTER", 5)
+    prefix = f"wsgate-test-{uuid.uuid4().hex}"
+    relayed = f"redis://127.0.0.1:{await relay.start()}/15"
+    far = RedisControl(relayed, prefix=prefix, timeout=0.2, node_id="far")
+    near = RedisControl(redis_url, prefix=prefix, timeout=2, node_id="near")
+
+    async def answer(request: Mapping[str, Any]) -> dict[str, Any]:
+        return {"count": 1}
+
+    far.start(answer)
+    near.start(answer)
+    try:
+        assert await far.wait_ready(10) and await near.wait_ready(10)
+        answers, missing = await near.ask({"op": "list_user", "sub": "x"}, 2.0)
+        assert "far" in answers and missing == ()
+        relay.vanish()
+        health = far.connector.health
+        assert await _until(health, HealthState.DOWN, 10)
+        # Other traffic of the node fails meanwhile, so its pool drops the dead
+        # connections: after the outage its presence renews on fresh ones, and
+        # only the subscription is left on a dead socket.
+        with contextlib.suppress(Exception):
+            await far.connector.client.ping()
+        await asyncio.sleep(1.5)  # past ABANDON_PROBE_AFTER
+        relay.come_back()
+        assert await _until(health, HealthState.UP, 10)
+        # Two presence renewals (PRESENCE_EVERY) go by: "far" stays listed as live.
+        for _ in range(24):
+            answers, missing = await near.ask({"op": "list_user", "sub": "x"}, 0.5)
+            if "far" in answers:
+                break
+        assert "far" in answers, missing
+    finally:
+        await far.aclose()
+        await near.aclose()

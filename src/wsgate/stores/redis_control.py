@@ -57,6 +57,8 @@ MAX_HANDLING = 256
 """Requests of other nodes being handled here at once."""
 RECONNECT_CAP = 1.0
 """Longest wait between subscription attempts (with jitter)."""
+STALE_CHECK_EVERY = 0.5
+"""Longest wait on the subscription before looking whether an outage made it suspect."""
 
 # KEYS[1] the node set; ARGV: lease ms, this node (or "" to only read). Drops
 # expired nodes, renews this one, returns the live ones.
@@ -102,6 +104,19 @@ class RedisControl:
         self._pending: dict[str, _Pending] = {}
         self._handling: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._subscribed_at = float("inf")
+        self._stale = False
+        self.connector.health.on_recover(self._outage_ended)
+
+    async def _outage_ended(self) -> None:
+        """Renew a subscription made before the outage: its connection is suspect.
+
+        A subscription whose peer vanished without closing (a partition, a
+        failover to another address) reads nothing for ever: other nodes'
+        requests would never reach this one, nor their answers.
+        """
+        if self._subscribed_at < self.connector.health.outage_began:
+            self._stale = True
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -187,12 +202,16 @@ class RedisControl:
                         raise StoreUnavailable("Redis did not confirm the control subscription")
                     if message.get("type") == "subscribe":
                         confirmed += 1
+                self._subscribed_at = time.monotonic()
+                self._stale = False
                 await self._renew_presence()
                 self._ready.set()
                 delay = 0.05
                 renew_at = time.monotonic() + PRESENCE_EVERY
                 while True:
-                    wait = max(renew_at - time.monotonic(), 0.0)
+                    if self._stale:
+                        raise StoreUnavailable("Redis came back after an outage")
+                    wait = min(max(renew_at - time.monotonic(), 0.0), STALE_CHECK_EVERY)
                     message = await pubsub.get_message(timeout=wait)
                     if message is not None and message.get("type") == "message":
                         self._received(message.get("channel"), message.get("data"))
