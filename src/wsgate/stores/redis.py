@@ -202,6 +202,9 @@ class _RedisWatch(RevocationWatch):
         store = self._store
         store._check_open()
         store._watches.add(self)
+        # The prober tells when an outage ends (the watch is then renewed); a
+        # store built from a URL has a connector of its own, started here.
+        store.connector.start()
         store.connector.check("watch")
         # A dedicated client: no read timeout (an idle subscription is not a
         # dead one) and no silent reconnect, which would hide the
