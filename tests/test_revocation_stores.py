@@ -484,14 +484,19 @@ async def test_sqlite_mirror_is_used_only_while_a_watch_is_live(tmp_path: Path) 
     try:
         assert not await store.is_revoked(sub="a", jti="j", issued_at=None)
         assert queries == 1, "without a watch every lookup asks SQLite"
-        async with store.watch():
+        async with store.watch() as revocations:
             assert not await store.is_revoked(sub="a", jti="j", issued_at=None)
+            assert queries == 1, "with a live watch the mirror answers"
             await store.revoke_jti("j", expires_at=time.time() + 60)
             assert await store.is_revoked(sub="a", jti="j", issued_at=None)
-            assert queries == 1, "with a live watch the mirror answers"
+            assert queries == 2, "a commit since the last poll sends lookups to SQLite"
+            async with asyncio.timeout(DELIVERY):
+                assert (await anext(revocations)).value == "j"
+            assert await store.is_revoked(sub="a", jti="j", issued_at=None)
+            assert queries == 2, "the poll read the files as they are: the mirror again"
         assert not store.mirror_live
         assert await store.is_revoked(sub="a", jti="j", issued_at=None)
-        assert queries == 2, "a closed watch sends lookups back to SQLite"
+        assert queries == 3, "a closed watch sends lookups back to SQLite"
     finally:
         await store.aclose()
 
@@ -509,6 +514,30 @@ async def test_sqlite_mirror_learns_other_handles_revocations_through_the_watch(
             assert seen.value == "bob"
             assert store.mirror_live
             assert await store.is_revoked(sub="bob", jti=None, issued_at=None)
+    finally:
+        await store.aclose()
+        await other.aclose()
+
+
+async def test_sqlite_mirror_never_hides_another_processs_revocation(tmp_path: Path) -> None:
+    """A revocation committed elsewhere counts at once, before any poll has read it.
+
+    Seen in a test of recovery: ``wsgate revoke`` returned, the token
+    reconnected within the poll interval, was admitted from the mirror and
+    had its missed messages replayed before the follower cut it.
+    """
+    path = tmp_path / "m.db"
+    # A poll only every hour, a mirror trusted for an hour: only the files can tell.
+    store = SqliteRevocationStore(path, poll_interval=3600, mirror_stale_after=3600)
+    other = SqliteRevocationStore(path)  # another process would do the same
+    try:
+        async with store.watch():
+            assert store.mirror_live
+            assert not await store.is_revoked(sub="bob", jti="t1", issued_at=None)
+            await other.revoke_jti("t1", expires_at=time.time() + 60)
+            assert await store.is_revoked(sub="bob", jti="t1", issued_at=None)
+            await other.revoke_sub("bob", expires_at=time.time() + 60)
+            assert await store.is_revoked(sub="bob", jti=None, issued_at=time.time() - 5)
     finally:
         await store.aclose()
         await other.aclose()

@@ -16,10 +16,18 @@ grows with every row the watch reads and with this store's own writes (at
 once, before ``revoke_*`` returns), and is trusted only while a watch has
 polled successfully within the last ``mirror_stale_after`` seconds; whenever
 that is not so (no watch, a watch that failed or closed, a consumer that
-stopped reading), lookups go to SQLite again and fail closed with it. Another
-process's revocation is therefore seen by lookups as soon as by the watch,
-within ``poll_interval``; the revocation follower cuts any connection
-admitted in that window as it cuts every other holder of the token.
+stopped reading), lookups go to SQLite again and fail closed with it.
+
+Nor is the mirror believed once the database files changed since the
+watch's last poll (:func:`files_fingerprint`: the size and modification time
+of the file and its write-ahead log, two ``stat`` calls on the event loop):
+a commit by any process, ``wsgate revoke`` included, writes to them before
+it is visible, so a lookup after it goes to SQLite until the next poll has
+read it. Without this, a token revoked by another process was still
+admitted for up to ``poll_interval`` (and a recovered Socket.IO session got
+its missed messages replayed before the follower cut it). Other tables in
+the same file (the demo's users) send lookups to SQLite a little more often;
+correctness does not depend on them.
 """
 
 from __future__ import annotations
@@ -41,6 +49,28 @@ from wsgate.stores.revocation import (
 from wsgate.stores.sqlite_thread import DEFAULT_BUSY_TIMEOUT, SqliteThreadStore, connect
 
 DEFAULT_POLL_INTERVAL = 0.25
+
+Fingerprint = tuple[tuple[int, int] | None, tuple[int, int] | None]
+"""(size, mtime_ns) of the database file and of its ``-wal`` file (None: no such file)."""
+
+
+def _stat(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def files_fingerprint(path: str) -> Fingerprint:
+    """What any commit to the database at ``path`` changes before it is visible.
+
+    In WAL mode a commit appends to ``-wal``; otherwise it writes the file
+    itself. Raises :class:`OSError` when the files cannot be looked at.
+    """
+    return _stat(path), _stat(path + "-wal")
+
+
 DEFAULT_MIRROR_STALE_AFTER = 1.0
 """Seconds after a watch's last successful poll that the in-memory mirror is still trusted."""
 
@@ -86,12 +116,13 @@ class RevocationMirror:
     believed is the store's decision (:attr:`fresh_until`).
     """
 
-    __slots__ = ("_jti", "_sub", "fresh_until")
+    __slots__ = ("_jti", "_sub", "fingerprint", "fresh_until")
 
     def __init__(self) -> None:
         self._jti: dict[str, float] = {}  # jti -> latest expires_at
         self._sub: dict[str, set[tuple[float, float]]] = {}  # sub -> {(revoked_at, expires_at)}
         self.fresh_until = 0.0  # time.monotonic() deadline; 0 = do not trust
+        self.fingerprint: Fingerprint | None = None  # the files as the last poll saw them
 
     def add(self, revocation: Revocation) -> None:
         if revocation.kind == "jti":
@@ -174,9 +205,17 @@ class SqliteRevocationStore(SqliteThreadStore):
     async def is_revoked(self, *, sub: str, jti: str | None, issued_at: float | None) -> bool:
         if self._closed:
             raise StoreUnavailable("the revocation store is closed")
-        if time.monotonic() < self._mirror.fresh_until:
-            return self._mirror.is_revoked(sub, jti, issued_at, time.time())
+        mirror = self._mirror
+        if time.monotonic() < mirror.fresh_until and self._unchanged_since_poll():
+            return mirror.is_revoked(sub, jti, issued_at, time.time())
         return await self._call(self._is_revoked, sub, jti, issued_at)
+
+    def _unchanged_since_poll(self) -> bool:
+        """True when no commit touched the files since the mirror's last poll."""
+        try:
+            return files_fingerprint(self._path) == self._mirror.fingerprint
+        except OSError:
+            return False
 
     @property
     def mirror_live(self) -> bool:
@@ -251,13 +290,13 @@ class _SqliteWatch(RevocationWatch):
     async def _start(self) -> None:
         store = self._store
         try:
-            active = await store._call(self._open)
+            active, fingerprint = await store._call(self._open)
         except StoreUnavailable:
             store._mirror.fresh_until = 0.0
             raise
         for revocation in active:
             store._mirror.add(revocation)
-        self._vouch()
+        self._vouch(fingerprint)
 
     async def _next(self) -> Revocation | None:
         store = self._store
@@ -265,22 +304,28 @@ class _SqliteWatch(RevocationWatch):
             if store._closed:
                 return None
             try:
-                fresh = await store._call(self._poll)
+                fresh, fingerprint = await store._call(self._poll)
             except StoreUnavailable:
                 store._mirror.fresh_until = 0.0  # blind now: lookups go to SQLite
                 raise
             for revocation in fresh:
                 store._mirror.add(revocation)
-            self._vouch()
+            self._vouch(fingerprint)
             self._pending.extend(fresh)
             if not self._pending:
                 await store._sleep_unless_closing(store.poll_interval)
         return self._pending.popleft()
 
-    def _vouch(self) -> None:
-        """Everything committed before this poll is in the mirror: trust it for a while."""
+    def _vouch(self, fingerprint: Fingerprint | None) -> None:
+        """Everything committed before this poll is in the mirror: trust it for a while.
+
+        ...while the files still look as they did during the poll
+        (``fingerprint``; None when a commit landed during the poll itself,
+        so that lookups go to SQLite until the next one).
+        """
         store = self._store
         if not store._closed:
+            store._mirror.fingerprint = fingerprint
             store._mirror.fresh_until = time.monotonic() + store.mirror_stale_after
 
     async def _close(self) -> None:
@@ -291,11 +336,16 @@ class _SqliteWatch(RevocationWatch):
 
     # Below: on the store thread.
 
-    def _open(self) -> list[Revocation]:
-        """Subscribe; returns the revocations active now (ids up to where polling starts)."""
+    def _open(self) -> tuple[list[Revocation], Fingerprint | None]:
+        """Subscribe; the revocations active now (ids up to where polling starts).
+
+        And the files' fingerprint, taken before and after the reads: equal,
+        it stands for what was read; else a commit raced the reads (None).
+        """
         self._store._db()  # the table exists before this connection reads it
         conn = connect(self._store._path, self._store._busy_timeout)
         try:
+            before = self._fingerprint()
             # Version first: a commit landing between the two reads is then
             # either counted in max(id) or seen by the next poll, never lost.
             self._version = conn.execute("PRAGMA data_version").fetchone()[0]
@@ -308,14 +358,15 @@ class _SqliteWatch(RevocationWatch):
             raise
         self._conn = conn
         self._store._watches.add(self)
-        return [_row_to_revocation(row) for row in rows]
+        return [_row_to_revocation(row) for row in rows], self._settled(before)
 
-    def _poll(self) -> list[Revocation]:
+    def _poll(self) -> tuple[list[Revocation], Fingerprint | None]:
         if self._conn is None:
-            return []
+            return [], None
+        before = self._fingerprint()
         version = self._conn.execute("PRAGMA data_version").fetchone()[0]
         if version == self._version:
-            return []
+            return [], self._settled(before)
         self._version = version
         rows = self._conn.execute(
             "SELECT id, kind, value, revoked_at, expires_at FROM wsgate_revocations"
@@ -324,7 +375,17 @@ class _SqliteWatch(RevocationWatch):
         ).fetchall()
         if rows:
             self._last_id = rows[-1][0]
-        return [_row_to_revocation(row) for row in rows]
+        return [_row_to_revocation(row) for row in rows], self._settled(before)
+
+    def _fingerprint(self) -> Fingerprint | None:
+        try:
+            return files_fingerprint(self._store._path)
+        except OSError:
+            return None
+
+    def _settled(self, before: Fingerprint | None) -> Fingerprint | None:
+        """``before`` if no commit touched the files while this poll read them, else None."""
+        return before if before is not None and self._fingerprint() == before else None
 
     def _unregister(self) -> None:
         self._store._watches.discard(self)
