@@ -1,0 +1,109 @@
+"""The connect path's remembered verdicts give the same answers as checking each time.
+
+Run 8 of bench/README.md made a connect cheaper by remembering pure
+verdicts (origin policy, JWT header checks, the HMAC secret's checks) and by
+not wrapping a close frame that is written at once in ``wait_for``. These
+tests pin that nothing a check used to refuse is let through by a memo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import jwt
+import pytest
+
+from wsgate.errors import TokenError
+from wsgate.principal import Principal
+from wsgate.security.jwt import JwtConfig, TokenVerifier
+from wsgate.security.origin import OriginPolicy
+from wsgate.security.token_cache import private_copy
+from wsgate.transports.engineio.session import _send_within
+
+SECRET = "s" * 40
+
+
+def _token(headers: dict[str, Any] | None = None, **claims: Any) -> str:
+    now = int(time.time())
+    body = {"sub": "alice", "iat": now, "exp": now + 600, "jti": uuid.uuid4().hex, **claims}
+    return jwt.encode(body, SECRET, algorithm="HS256", headers=headers)
+
+
+def test_origin_verdicts_are_remembered_per_origin_and_bounded() -> None:
+    policy = OriginPolicy(["https://app.example.com"])
+    for _ in range(2):  # the second round answers from the memo
+        assert policy.is_allowed("https://app.example.com")
+        assert not policy.is_allowed("https://evil.example.com")
+        assert not policy.is_allowed("https://app.example.com/")
+    for n in range(2_000):  # hostile origins cannot grow the memo without bound
+        assert not policy.is_allowed(f"https://x{n}.example.net")
+    assert len(policy._verdicts) <= 256
+    assert policy.is_allowed("https://app.example.com")
+
+
+def test_served_origin_verdict_depends_on_what_was_served() -> None:
+    policy = OriginPolicy([])
+    own = ("http://127.0.0.1:8000",)
+    assert policy.is_allowed("http://127.0.0.1:8000", served=own)
+    assert not policy.is_allowed("http://127.0.0.1:8000", served=("http://127.0.0.1:9000",))
+    assert not policy.is_allowed("http://127.0.0.1:8000")
+
+
+async def test_a_remembered_header_does_not_skip_the_signature() -> None:
+    verifier = TokenVerifier(JwtConfig(secret=SECRET, cache_size=0))
+    good = _token()
+    assert (await verifier.verify(good)).sub == "alice"
+    forged = good.rsplit(".", 1)[0] + ".AAAA"  # same header, wrong signature
+    with pytest.raises(TokenError) as caught:
+        await verifier.verify(forged)
+    assert caught.value.reason == "bad_signature"
+
+
+async def test_refused_headers_are_not_remembered_and_use_is_part_of_the_key() -> None:
+    verifier = TokenVerifier(JwtConfig(secret=SECRET, cache_size=0))
+    for _ in range(2):
+        with pytest.raises(TokenError) as caught:
+            await verifier.verify(_token(headers={"typ": "refresh+jwt"}, token_use="refresh"))
+        assert caught.value.reason == "wrong_token_use"
+    access = _token(headers={"typ": "at+jwt"})
+    await verifier.verify(access)
+    with pytest.raises(TokenError):  # the header accepted for "access" is refused as refresh
+        await verifier.verify(access, use="refresh")
+
+
+async def test_another_secret_is_still_refused() -> None:
+    verifier = TokenVerifier(JwtConfig(secret=SECRET, cache_size=0))
+    now = int(time.time())
+    other = jwt.encode({"sub": "a", "exp": now + 60}, "o" * 40, algorithm="HS256")
+    for _ in range(2):
+        with pytest.raises(TokenError) as caught:
+            await verifier.verify(other)
+        assert caught.value.reason == "bad_signature"
+
+
+def test_private_copy_shares_no_mutable_claim() -> None:
+    original = Principal(sub="a", claims={"roles": ["user"], "org": {"id": 1, "tags": ["x"]}})
+    copied = private_copy(original)
+    assert copied == original
+    copied.claims["org"]["tags"].append("y")  # type: ignore[index]
+    copied.claims["roles"].append("admin")  # type: ignore[index]
+    assert original.claims == {"roles": ["user"], "org": {"id": 1, "tags": ["x"]}}
+
+
+async def test_a_close_send_that_waits_is_still_bounded() -> None:
+    finished: list[str] = []
+
+    async def quick() -> None:
+        finished.append("quick")
+
+    async def stuck() -> None:
+        await asyncio.sleep(60)
+        finished.append("stuck")
+
+    await _send_within(quick(), 1.0)
+    with pytest.raises(TimeoutError):
+        await _send_within(stuck(), 0.01)
+    assert finished == ["quick"]
