@@ -2,26 +2,36 @@
 
 Run 8 of bench/README.md made a connect cheaper by remembering pure
 verdicts (origin policy, JWT header checks, the HMAC secret's checks) and by
-not wrapping a close frame that is written at once in ``wait_for``. These
-tests pin that nothing a check used to refuse is let through by a memo.
+not wrapping a close frame that is written at once in ``wait_for``, and by
+breaking two reference cycles per connection that left every connect's
+objects to the garbage collector. These tests pin that nothing a check used
+to refuse is let through by a memo, and that the cycles stay broken.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
+import uvicorn
+import websockets
 
+from support import demo_settings_for, free_port
+from wsgate.demo.app import create_app
 from wsgate.errors import TokenError
 from wsgate.principal import Principal
 from wsgate.security.jwt import JwtConfig, TokenVerifier
 from wsgate.security.origin import OriginPolicy
 from wsgate.security.token_cache import private_copy
-from wsgate.transports.engineio.session import _send_within
+from wsgate.testing import AppClient
+from wsgate.transports.deadline import uvicorn_http_protocol
+from wsgate.transports.engineio.session import Session, _send_within
 
 SECRET = "s" * 40
 
@@ -107,3 +117,66 @@ async def test_a_close_send_that_waits_is_still_bounded() -> None:
     with pytest.raises(TimeoutError):
         await _send_within(stuck(), 0.01)
     assert finished == ["quick"]
+
+
+def _alive(cls: type) -> int:
+    """Instances of ``cls`` the garbage collector tracks (garbage in a cycle included)."""
+    return sum(1 for o in gc.get_objects() if type(o) is cls)
+
+
+async def _until_gone(cls: type) -> int:
+    """Let the server finish its side of the closes, then count what is left."""
+    for _ in range(200):
+        if not _alive(cls):
+            break
+        await asyncio.sleep(0.01)
+    return _alive(cls)
+
+
+async def test_a_closed_socketio_session_is_freed_without_the_collector(tmp_path: Path) -> None:
+    app = create_app(demo_settings_for(free_port(), database=str(tmp_path / "demo.db")))
+    async with AppClient(app) as client:
+        gc.collect()
+        gc.disable()  # what is left now is left in a reference cycle
+        try:
+            for _ in range(3):
+                async with client.socketio(sub="alice") as sio:
+                    assert (await sio.call("whoami"))["sub"] == "alice"
+            assert await _until_gone(Session) == 0
+        finally:
+            gc.enable()
+
+
+async def _echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        while (await receive())["type"] == "websocket.receive":
+            pass
+
+
+async def test_an_upgraded_http_protocol_is_freed_without_the_collector() -> None:
+    protocol = uvicorn_http_protocol(5.0, "httptools")
+    port = free_port()
+    config = uvicorn.Config(
+        _echo, host="127.0.0.1", port=port, http=protocol, lifespan="off", log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(5):
+            while not server.started:
+                assert not task.done(), "uvicorn failed to start"
+                await asyncio.sleep(0.01)
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(3):
+                async with websockets.connect(f"ws://127.0.0.1:{port}/"):
+                    pass
+            assert await _until_gone(protocol) == 0
+        finally:
+            gc.enable()
+    finally:
+        server.should_exit = True
+        await task
