@@ -32,6 +32,7 @@ from wsgate.security.token_cache import private_copy
 from wsgate.testing import AppClient
 from wsgate.transports.deadline import uvicorn_http_protocol
 from wsgate.transports.engineio.session import Session, _send_within
+from wsgate.transports.ws_protocol import websocket_protocol
 
 SECRET = "s" * 40
 
@@ -177,6 +178,52 @@ async def test_an_upgraded_http_protocol_is_freed_without_the_collector() -> Non
             assert await _until_gone(protocol) == 0
         finally:
             gc.enable()
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_the_open_packet_joins_the_handshake_response_in_one_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    protocol = websocket_protocol()
+    assert not isinstance(protocol, str)
+    writes: list[list[bytes]] = []
+    flush = protocol._flush  # type: ignore[attr-defined]
+
+    def spy(self: Any) -> None:
+        if self._pending:
+            writes.append(list(self._pending))
+        flush(self)
+
+    monkeypatch.setattr(protocol, "_flush", spy)
+    port = free_port()
+    app = create_app(demo_settings_for(port, database=str(tmp_path / "demo.db")))
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        http=uvicorn_http_protocol(5.0, "httptools"),
+        ws=protocol,
+        ws_per_message_deflate=False,  # as wsgate serve and demo run it
+        lifespan="off",
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(5):
+            while not server.started:
+                assert not task.done(), "uvicorn failed to start"
+                await asyncio.sleep(0.01)
+        async with websockets.connect(
+            f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
+        ) as ws:
+            opened = await ws.recv()
+        assert isinstance(opened, str) and opened.startswith("0{")
+        first = writes[0]
+        assert first[0].startswith(b"HTTP/1.1 101 ")
+        assert len(first) == 2 and b'0{"sid":' in first[1]
     finally:
         server.should_exit = True
         await task

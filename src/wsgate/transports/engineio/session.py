@@ -289,14 +289,23 @@ class Session:
 
     # -- websocket ----------------------------------------------------------------------
 
-    def attach_websocket(self, send: Send) -> None:
-        """Serve this session over a websocket from now on (a new session, or an upgrade)."""
+    def attach_websocket(self, send: Send, *, fresh: bool = False) -> None:
+        """Serve this session over a websocket from now on (a new session, or an upgrade).
+
+        ``fresh``: a new websocket session with nothing sent yet. Its first
+        frame (the open packet) is then written at once from the caller, as
+        when the writer is idle, rather than by the writer's first turn: it
+        joins the handshake response in one ``write()`` (see
+        ``wsgate.transports.ws_protocol``), one system call less per connect.
+        """
         self.transport = Transport.WEBSOCKET
         self._ws_send = send
         self._ws_wakeup = asyncio.Event()
         self._ws_writer = asyncio.get_running_loop().create_task(self._write(send))
         if self._outbox:
             self._ws_wakeup.set()
+        elif fresh and self._ws_inflight is None:
+            self._ws_idle = True
 
     async def _write(self, send: Send) -> None:
         outbox = self._outbox
