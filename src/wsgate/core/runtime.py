@@ -145,7 +145,8 @@ class Runtime:
     def start(self) -> None:
         """Start the background work (revocation follower, bus, connection leases); idempotent.
 
-        Also looks at which tracer provider is in force (see :mod:`wsgate.core.tracing`).
+        Also looks at which tracer provider is in force (see :mod:`wsgate.core.tracing`):
+        ``Port.admit`` calls this before every admission, which then uses that answer.
         """
         self.tracing.refresh()
         if self.follower is not None:

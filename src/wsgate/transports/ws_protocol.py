@@ -71,6 +71,22 @@ def _text_frame(text: str) -> bytes:
     return frame
 
 
+class _Holding:
+    """Stands in for the transport while uvicorn accepts: keeps what it writes."""
+
+    __slots__ = ("data", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.data: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+
 @functools.cache
 def websocket_protocol() -> type[asyncio.Protocol] | str:
     """The coalescing protocol class, or ``"auto"`` where this uvicorn lacks what it needs."""
@@ -127,7 +143,40 @@ def websocket_protocol() -> type[asyncio.Protocol] | str:
                     self._pending.extend(output)
                 return
             self._flush()
+            if (
+                message["type"] == "websocket.accept"
+                and not self.handshake_complete
+                and self.initial_response is None
+                and self.writable.is_set()
+            ):
+                await self._accept(message)
+                return
             await super().send(message)
+
+        async def _accept(self, message: Any) -> None:
+            """uvicorn's accept, with the 101 response held until the end of the turn.
+
+            An Engine.IO server sends its open packet right after accepting,
+            so the response and that first frame go out in one ``write()``
+            instead of two (one system call less per connection, ~2% of a
+            Socket.IO connect). uvicorn builds and sends the response as
+            before; only its ``transport.write`` is taken into ``_pending``.
+            Called only while the transport is writable, so uvicorn's ``send``
+            does not wait and nothing else runs while the transport is held.
+            """
+            transport = self.transport
+            self.transport = _Holding(transport)  # type: ignore[assignment]
+            try:
+                await super().send(message)
+            finally:
+                held = self.transport
+                self.transport = transport
+            if isinstance(held, _Holding) and held.data:
+                if self._pending is None:
+                    self._pending = held.data
+                    self.loop.call_soon(self._flush)
+                else:  # not expected: _flush() ran just before
+                    self._pending[:0] = held.data
 
         def _flush(self) -> None:
             pending, self._pending = self._pending, None

@@ -307,8 +307,8 @@ class EngineServer:
             return
         try:
             await send({"type": "websocket.accept"})
+            session.attach_websocket(send, fresh=True)
             session.send(self._open_packet(session, []))
-            session.attach_websocket(send)
             session.start_heartbeat()
             await self._read_websocket(session, receive)
         except OSError:
