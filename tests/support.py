@@ -75,6 +75,24 @@ def make_token(
 
 
 @contextlib.asynccontextmanager
+async def running(server: uvicorn.Server) -> AsyncIterator[uvicorn.Server]:
+    """``server`` serving in this event loop for the block (start bounded: 10 s; then stopped)."""
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                if task.done():
+                    task.result()  # the reason it did not start
+                    raise RuntimeError("uvicorn did not start")
+                await asyncio.sleep(0.01)
+        yield server
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+
+
+@contextlib.asynccontextmanager
 async def serve(app: Any, port: int) -> AsyncIterator[str]:
     """Run ``app`` under uvicorn in this event loop; yields its base URL."""
     timeout = app.settings.connect_timeout if isinstance(app, App) else 10.0
@@ -88,22 +106,9 @@ async def serve(app: Any, port: int) -> AsyncIterator[str]:
         ws=websocket_protocol(),  # as `wsgate serve`: frames coalesced per loop turn
         proxy_headers=False,
     )
-    server = UvicornServer(config)  # as `wsgate serve`: live sockets are closed first
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(500):
-            if server.started:
-                break
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        else:
-            raise RuntimeError("uvicorn did not start")
+    # As `wsgate serve`: live sockets are closed first.
+    async with running(UvicornServer(config)):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(task, 10)
 
 
 async def wait_healthy(url: str, proc: asyncio.subprocess.Process | None = None) -> None:

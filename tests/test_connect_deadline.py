@@ -16,6 +16,7 @@ import websockets
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from support import running
 from wsgate.transports.deadline import (
     H11DeadlineProtocol,
     HttpToolsDeadlineProtocol,
@@ -76,17 +77,8 @@ async def port(request: pytest.FixtureRequest) -> AsyncIterator[int]:
         log_level="warning",
         timeout_keep_alive=KEEP_ALIVE,
     )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(5):
-            while not server.started:
-                assert not task.done(), "uvicorn failed to start"
-                await asyncio.sleep(0.01)
+    async with running(uvicorn.Server(config)):
         yield free
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 5)
 
 
 async def _read_until_closed(reader: asyncio.StreamReader, limit: float) -> bytes:

@@ -22,7 +22,7 @@ import pytest
 import uvicorn
 import websockets
 
-from support import demo_settings_for, free_port
+from support import demo_settings_for, free_port, running
 from wsgate.demo.app import create_app
 from wsgate.errors import TokenError
 from wsgate.principal import Principal
@@ -162,13 +162,7 @@ async def test_an_upgraded_http_protocol_is_freed_without_the_collector() -> Non
     config = uvicorn.Config(
         _echo, host="127.0.0.1", port=port, http=protocol, lifespan="off", log_level="warning"
     )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(5):
-            while not server.started:
-                assert not task.done(), "uvicorn failed to start"
-                await asyncio.sleep(0.01)
+    async with running(uvicorn.Server(config)):
         gc.collect()
         gc.disable()
         try:
@@ -178,9 +172,6 @@ async def test_an_upgraded_http_protocol_is_freed_without_the_collector() -> Non
             assert await _until_gone(protocol) == 0
         finally:
             gc.enable()
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def test_the_open_packet_joins_the_handshake_response_in_one_write(
@@ -209,13 +200,7 @@ async def test_the_open_packet_joins_the_handshake_response_in_one_write(
         lifespan="off",
         log_level="warning",
     )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(5):
-            while not server.started:
-                assert not task.done(), "uvicorn failed to start"
-                await asyncio.sleep(0.01)
+    async with running(uvicorn.Server(config)):
         async with websockets.connect(
             f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
         ) as ws:
@@ -224,6 +209,3 @@ async def test_the_open_packet_joins_the_handshake_response_in_one_write(
         first = writes[0]
         assert first[0].startswith(b"HTTP/1.1 101 ")
         assert len(first) == 2 and b'0{"sid":' in first[1]
-    finally:
-        server.should_exit = True
-        await task

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import pytest
@@ -57,9 +57,10 @@ class Relay:
         self.tasks: set[asyncio.Task[None]] = set()
         self.writers: list[asyncio.StreamWriter] = []
 
-    async def start(self) -> int:
+    async def start(self) -> str:
+        """Listen; the Redis URL (db 15) through this relay."""
         self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
+        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/15"
 
     def vanish(self) -> None:
         self.generation += 1
@@ -93,7 +94,9 @@ class Relay:
 
 
 @pytest.fixture
-async def relay(redis_url: str) -> AsyncIterator[Relay]:
+async def relay(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Relay]:
+    """A relay to the test Redis, with dead probes dropped after ABANDON_AFTER timeouts."""
+    monkeypatch.setattr(redis_health, "ABANDON_PROBE_AFTER", ABANDON_AFTER)
     relay = Relay()
     yield relay
     await relay.close()
@@ -107,29 +110,33 @@ async def _until(health: RedisHealth, state: HealthState, seconds: float) -> boo
     return health.state is state
 
 
-async def test_prober_sees_redis_again_after_the_peer_vanished(
-    relay: Relay, monkeypatch: pytest.MonkeyPatch
+async def _outage(
+    relay: Relay, health: RedisHealth, meanwhile: Callable[[], Awaitable[object]] | None = None
 ) -> None:
-    monkeypatch.setattr(redis_health, "ABANDON_PROBE_AFTER", ABANDON_AFTER)
-    port = await relay.start()
-    health = RedisHealth(f"redis://127.0.0.1:{port}/15", timeout=TIMEOUT)
+    """The peer vanishes until the prober has seen it, then comes back and must be seen."""
+    assert await _until(health, HealthState.UP, WAIT)
+    relay.vanish()  # no FIN, no RST: what was sent is never answered
+    assert await _until(health, HealthState.DOWN, WAIT)
+    if meanwhile is not None:
+        await meanwhile()
+    relay.come_back()
+    assert await _until(health, HealthState.UP, WAIT), "Redis' return was never seen"
+
+
+async def test_prober_sees_redis_again_after_the_peer_vanished(relay: Relay) -> None:
+    health = RedisHealth(await relay.start(), timeout=TIMEOUT)
     health.start()
     try:
-        assert await _until(health, HealthState.UP, WAIT)
-        relay.vanish()  # no FIN, no RST: the prober's TIME is never answered
-        assert await _until(health, HealthState.DOWN, WAIT)
-        relay.come_back()
-        assert await _until(health, HealthState.UP, WAIT), "Redis' return was never seen"
+        await _outage(relay, health)
     finally:
         await health.aclose()
 
 
 async def test_a_revocation_after_the_peer_vanished_still_cuts_live_sockets(
-    relay: Relay, redis_url: str, monkeypatch: pytest.MonkeyPatch
+    relay: Relay, redis_url: str
 ) -> None:
-    monkeypatch.setattr(redis_health, "ABANDON_PROBE_AFTER", ABANDON_AFTER)
     prefix = f"wsgate-test-{uuid.uuid4().hex}"
-    relayed = f"redis://127.0.0.1:{await relay.start()}/15"
+    relayed = await relay.start()
     port = free_port()
     settings = settings_for(port, redis_url=relayed, redis_prefix=prefix, redis_timeout=TIMEOUT)
     app = App([Chat()], settings)
@@ -140,12 +147,7 @@ async def test_a_revocation_after_the_peer_vanished_still_cuts_live_sockets(
             connect("websocket", url, token=make_token("eve")) as eve,
         ):
             assert app.parts.redis is not None
-            health = app.parts.redis.health
-            assert await _until(health, HealthState.UP, WAIT)
-            relay.vanish()
-            assert await _until(health, HealthState.DOWN, WAIT)
-            relay.come_back()
-            assert await _until(health, HealthState.UP, WAIT)
+            await _outage(relay, app.parts.redis.health)
             assert eve.connected
             await admin.revoke_sub("eve", expires_at=time.time() + 300)
             assert await eve.wait_closed(timeout=WAIT) == "4401"  # token_revoked
@@ -154,12 +156,11 @@ async def test_a_revocation_after_the_peer_vanished_still_cuts_live_sockets(
 
 
 async def test_remote_operations_reach_a_node_whose_peer_vanished(
-    relay: Relay, redis_url: str, monkeypatch: pytest.MonkeyPatch
+    relay: Relay, redis_url: str
 ) -> None:
-    monkeypatch.setattr(redis_health, "ABANDON_PROBE_AFTER", ABANDON_AFTER)
     prefix = f"wsgate-test-{uuid.uuid4().hex}"
-    relayed = f"redis://127.0.0.1:{await relay.start()}/15"
-    far = RedisControl(relayed, prefix=prefix, timeout=0.2, node_id="far")
+    relayed = await relay.start()
+    far = RedisControl(relayed, prefix=prefix, timeout=TIMEOUT, node_id="far")
     near = RedisControl(redis_url, prefix=prefix, timeout=2, node_id="near")
 
     async def answer(request: Mapping[str, Any]) -> dict[str, Any]:
@@ -171,16 +172,15 @@ async def test_remote_operations_reach_a_node_whose_peer_vanished(
         assert await far.wait_ready(10) and await near.wait_ready(10)
         answers, missing = await near.ask({"op": "list_user", "sub": "x"}, 2.0)
         assert "far" in answers and missing == ()
-        relay.vanish()
-        health = far.connector.health
-        assert await _until(health, HealthState.DOWN, WAIT)
-        # Other traffic of the node fails meanwhile, so its pool drops the dead
-        # connections: after the outage its presence renews on fresh ones, and
-        # only the subscription is left on a dead socket.
-        with contextlib.suppress(Exception):
-            await far.connector.client.ping()
-        relay.come_back()
-        assert await _until(health, HealthState.UP, WAIT)
+
+        async def other_traffic_fails() -> None:
+            # So the node's pool drops its dead connections: after the outage its
+            # presence renews on fresh ones, and only the subscription is left on
+            # a dead socket.
+            with contextlib.suppress(Exception):
+                await far.connector.client.ping()
+
+        await _outage(relay, far.connector.health, other_traffic_fails)
         # Presence renews (every PRESENCE_EVERY) meanwhile: "far" is listed as live.
         for _ in range(20):
             answers, missing = await near.ask({"op": "list_user", "sub": "x"}, 1.0)

@@ -19,6 +19,7 @@ import pytest_asyncio
 import uvicorn
 import websockets
 
+from support import running
 from wsgate.transports.ws_protocol import websocket_protocol
 
 Scope = dict[str, Any]
@@ -86,17 +87,8 @@ async def port() -> AsyncIterator[int]:
         log_level="warning",
         ws_per_message_deflate=False,
     )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                assert not task.done(), "uvicorn failed to start"
-                await asyncio.sleep(0.01)
+    async with running(uvicorn.Server(config)):
         yield free
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 def test_the_coalescing_protocol_is_chosen_where_uvicorn_has_websockets_sansio() -> None:
