@@ -178,7 +178,10 @@ async def test_the_open_packet_joins_the_handshake_response_in_one_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     protocol = websocket_protocol()
-    assert not isinstance(protocol, str)
+    if isinstance(protocol, str):
+        # Below uvicorn 0.35 wsgate serve runs uvicorn's own protocol (test_ws_protocol.py
+        # checks that choice): there is no response of wsgate's to join.
+        pytest.skip(f"uvicorn {uvicorn.__version__} has no websockets-sansio protocol")
     writes: list[list[bytes]] = []
     flush = protocol._flush  # type: ignore[attr-defined]
 
