@@ -20,15 +20,14 @@ appears in a log line here.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from typing import Any
 
-import orjson
 from redis.exceptions import RedisError
 
 from wsgate.stores.redis_bus import _field as field_of
 from wsgate.stores.redis_bus import _late as entry_late
+from wsgate.stores.redis_bus import _loads, _text
 from wsgate.stores.redis_connector import RedisConnector
 
 __all__ = ["RedisRecoveryStore", "StreamEntry"]
@@ -37,7 +36,6 @@ StreamEntry = tuple[str, str, str, Any, "str | None", "str | None"]
 """(offset, namespace, event, data, room, skip) of one broadcast on the stream."""
 
 _OFFSET = re.compile(r"^\d{1,20}-\d{1,20}$")
-_LONG_DIGITS = re.compile(rb"\d{19}")
 
 # KEYS[1] the session; ARGV: sub, namespace. The session's body, deleted, when
 # it is this user's on this namespace; nothing (and nothing deleted) otherwise.
@@ -138,13 +136,3 @@ class RedisRecoveryStore:
 
     async def aclose(self) -> None:
         await self.connector.aclose()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _loads(raw: bytes) -> Any:
-    if _LONG_DIGITS.search(raw):
-        return json.loads(raw)
-    return orjson.loads(raw)
