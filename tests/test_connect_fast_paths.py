@@ -73,6 +73,17 @@ async def test_a_remembered_header_does_not_skip_the_signature() -> None:
     assert caught.value.reason == "bad_signature"
 
 
+async def test_remembered_headers_are_bounded() -> None:
+    """Headers are judged before the signature: anyone may send new ones, the memo stays small."""
+    verifier = TokenVerifier(JwtConfig(secret=SECRET, cache_size=0))
+    for n in range(2_000):
+        forged = _token(headers={"n": n}).rsplit(".", 1)[0] + ".AAAA"
+        with pytest.raises(TokenError):
+            await verifier.verify(forged)
+    assert len(verifier._headers) <= 256
+    assert (await verifier.verify(_token())).sub == "alice"
+
+
 async def test_refused_headers_are_not_remembered_and_use_is_part_of_the_key() -> None:
     verifier = TokenVerifier(JwtConfig(secret=SECRET, cache_size=0))
     for _ in range(2):
